@@ -1,0 +1,208 @@
+"""From feature dicts to the network's input: schema, online scaling, unit length.
+
+A record ``{"temp": 71.2, "rpm": 3010}`` becomes a vector in three steps:
+
+1. **schema** — every feature gets a column on first sight (new features of
+   one record in sorted order, so dict order never matters); a column absent
+   from a record is *missing* there, and its weights are frozen for it;
+2. **standardise** — ``z = (v − μ) / σ`` with running moments of each column,
+   so sensors in the thousands and in 1e-3 mix with the defaults;
+3. **normalise** — a constant *bias* unit ``bias · √(present features)`` is
+   appended and the whole vector is scaled to unit length. The bias unit keeps
+   the size of the deviation: a record near the mean points along the bias
+   axis, a record far from it points away from it.
+
+Examples
+--------
+>>> import numpy as np
+>>> schema = FeatureSchema(max_features=10)
+>>> schema.register([{"b": 1.0, "a": 2.0}])
+['a', 'b']
+>>> schema.to_matrix([{"a": 1.0}])
+array([[ 1., nan]])
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+Z_CLIP = 1e3
+"""Standardised values are clipped to ±Z_CLIP so no finite input can overflow."""
+
+
+class FeatureLimitError(ValueError):
+    """A record would take the model past its cap on the number of features."""
+
+
+def validate_features(x: Mapping[str, Any]) -> dict[str, float]:
+    """Return ``x`` as ``{name: float}``, dropping ``None`` values (missing).
+
+    Raises ``ValueError`` naming the feature for a non-numeric or non-finite
+    value. Booleans count as 0/1.
+
+    Examples
+    --------
+    >>> validate_features({"a": 1, "b": None, "c": True})
+    {'a': 1.0, 'c': 1.0}
+    >>> validate_features({"a": float("nan")})
+    Traceback (most recent call last):
+    ...
+    ValueError: feature 'a' is not finite: nan
+    """
+    clean: dict[str, float] = {}
+    for name, value in x.items():
+        if value is None:
+            continue
+        if not isinstance(value, numbers.Real):
+            raise ValueError(f"feature {name!r} is not a number: {value!r}")
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"feature {name!r} is not finite: {value!r}")
+        clean[str(name)] = number
+    return clean
+
+
+class FeatureSchema:
+    """The columns of the model's input, in order of first appearance.
+
+    Parameters
+    ----------
+    max_features
+        Cap on the number of columns; a record that would pass it raises
+        :class:`FeatureLimitError` and changes nothing.
+    """
+
+    def __init__(self, max_features: int = 1024, names: Sequence[str] = ()):
+        self.max_features = max_features
+        self.names: list[str] = list(names)
+        self.index = {name: i for i, name in enumerate(self.names)}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def new_names(self, rows: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Features of ``rows`` not yet in the schema, in registration order."""
+        seen: dict[str, None] = {}
+        for row in rows:
+            for name in sorted(k for k in row if k not in self.index and k not in seen):
+                seen[name] = None
+        new = list(seen)
+        if len(self.names) + len(new) > self.max_features:
+            raise FeatureLimitError(
+                f"{len(new)} new feature(s) {new[:5]} would exceed max_features="
+                f"{self.max_features} (the model has {len(self.names)})"
+            )
+        return new
+
+    def register(self, rows: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Add the new features of ``rows``; return them in the order added."""
+        new = self.new_names(rows)
+        for name in new:
+            self.index[name] = len(self.names)
+            self.names.append(name)
+        return new
+
+    def to_matrix(self, rows: Sequence[Mapping[str, float]]) -> np.ndarray:
+        """``(len(rows), len(self))`` float64 values, NaN where missing; unknown keys ignored."""
+        matrix = np.full((len(rows), len(self.names)), np.nan)
+        for r, row in enumerate(rows):
+            for name, value in row.items():
+                column = self.index.get(name)
+                if column is not None:
+                    matrix[r, column] = value
+        return matrix
+
+
+class RunningMoments:
+    """Per-column count, mean and variance, merged batch by batch (Chan et al.).
+
+    Missing values (NaN) are left out of their column's statistics.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> m = RunningMoments(1)
+    >>> m.update(np.array([[1.0], [3.0]]))
+    >>> m.update(np.array([[5.0], [np.nan]]))
+    >>> m.mean, m.var
+    (array([3.]), array([2.66666667]))
+    """
+
+    def __init__(self, size: int = 0):
+        self.count = np.zeros(size)
+        self.mean = np.zeros(size)
+        self.m2 = np.zeros(size)
+
+    @property
+    def var(self) -> np.ndarray:
+        return np.divide(self.m2, self.count, out=np.zeros_like(self.m2), where=self.count > 0)
+
+    def grow(self, extra: int) -> None:
+        """Add ``extra`` empty columns."""
+        self.count = np.concatenate([self.count, np.zeros(extra)])
+        self.mean = np.concatenate([self.mean, np.zeros(extra)])
+        self.m2 = np.concatenate([self.m2, np.zeros(extra)])
+
+    def update(self, values: np.ndarray) -> None:
+        """Fold a ``(B, size)`` batch into the statistics."""
+        present = ~np.isnan(values)
+        n_b = present.sum(axis=0).astype(float)
+        if not n_b.any():
+            return
+        filled = np.where(present, values, 0.0)
+        safe_n = np.maximum(n_b, 1.0)
+        mean_b = filled.sum(axis=0) / safe_n
+        m2_b = (np.where(present, values - mean_b, 0.0) ** 2).sum(axis=0)
+        total = self.count + n_b
+        safe_total = np.maximum(total, 1.0)
+        shift = mean_b - self.mean
+        self.mean = self.mean + shift * n_b / safe_total
+        self.m2 = self.m2 + m2_b + shift**2 * self.count * n_b / safe_total
+        self.count = total
+
+    def standardise(self, values: np.ndarray) -> np.ndarray:
+        """``(v − μ) / σ`` per column, clipped to ``±Z_CLIP``; NaN stays NaN.
+
+        A column with (almost) no spread yet uses a floor of ``1e-6·(|μ| + 1e-6)``
+        so a constant sensor that moves is flagged instead of dividing by zero.
+        """
+        z = (values - self.mean) / self.scale
+        return np.clip(z, -Z_CLIP, Z_CLIP)
+
+    @property
+    def scale(self) -> np.ndarray:
+        """The standard deviation, floored at ``1e-6·(|μ| + 1e-6)``."""
+        return np.maximum(np.sqrt(self.var), 1e-6 * (np.abs(self.mean) + 1e-6))
+
+    def unstandardise(self, z: np.ndarray) -> np.ndarray:
+        """Back from standardised values to each column's own scale."""
+        return self.mean + z * self.scale
+
+
+def unit_inputs(z: np.ndarray, bias: float) -> tuple[np.ndarray, np.ndarray]:
+    """Append the bias unit to standardised rows and scale each to unit length.
+
+    Returns ``(inputs, mask)``: ``(B, d + 1)`` unit-length rows (missing values
+    as 0) and the mask of present units (the bias unit is always present).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x, mask = unit_inputs(np.array([[3.0, np.nan]]), bias=4.0)
+    >>> x
+    array([[0.6, 0. , 0.8]])
+    >>> mask
+    array([[1., 0., 1.]])
+    """
+    present = ~np.isnan(z)
+    filled = np.where(present, z, 0.0)
+    n_present = np.maximum(present.sum(axis=1, keepdims=True), 1)
+    rows = np.concatenate([filled, bias * np.sqrt(n_present)], axis=1)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    mask = np.concatenate([present, np.ones((len(z), 1), bool)], axis=1)
+    return rows / norms, mask.astype(float)

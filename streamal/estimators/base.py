@@ -1,0 +1,283 @@
+"""What the detector and the classifier share: ingestion, micro-batches, state.
+
+Records are validated and their new features registered when they arrive;
+they wait in a pending micro-batch, and the weights change only when the
+batch is full (or on :meth:`flush`). ``learn_many`` cuts a frame at exactly the
+same batch boundaries as a loop of ``learn_one`` would, and every random draw
+comes from a per-purpose generator, so both paths leave identical models.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from streamal import checkpoint
+from streamal.encoding import FeatureSchema, RunningMoments, unit_inputs
+from streamal.network import ActivationNetwork
+
+_TUPLE_PARAMS = ("hidden",)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; anything else as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available")
+    return torch.device(device)
+
+
+def frame_values(X: pd.DataFrame) -> np.ndarray:
+    """A frame's values as float64 (NaN = missing); names the first bad column."""
+    for name in X.columns:
+        column = X[name]
+        if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
+            numeric = pd.to_numeric(column, errors="coerce")
+            bad = column[numeric.isna() & column.notna()]
+            if len(bad):
+                raise ValueError(f"feature {name!r} is not a number: {bad.iloc[0]!r}")
+    values = X.to_numpy(dtype=np.float64, na_value=np.nan)
+    infinite = np.isinf(values)
+    if infinite.any():
+        row, col = np.argwhere(infinite)[0]
+        raise ValueError(f"feature {X.columns[col]!r} is not finite: {values[row, col]!r}")
+    return values
+
+
+class ActivationEstimator:
+    """Mixin holding the state machinery of the streamal estimators.
+
+    Subclasses define ``_label_units`` (input units after the features and the
+    bias) and ``_learn_batch``; everything else — schema growth, running
+    moments, pending micro-batch, device, persistence — lives here.
+    """
+
+    hidden: tuple[int, ...] | None
+    activation: str
+    lr: float
+    decay: float
+    batch_size: int
+    bias: float
+    max_features: int
+    device: str
+    seed: int | None
+
+    # ---- lazily built state -------------------------------------------------
+    def _ensure_state(self) -> None:
+        if getattr(self, "_schema", None) is not None:
+            return
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not self.bias > 0:
+            raise ValueError(f"bias must be positive, got {self.bias}")
+        self._schema = FeatureSchema(self.max_features)
+        self._moments = RunningMoments()
+        self._network: ActivationNetwork | None = None
+        self._pending_values: list[np.ndarray] = []
+        self._pending_labels: list[Any] = []
+        self._n_learnt = 0
+        base_seed = self.seed if self.seed is not None else int(torch.randint(2**31, ()).item())
+        self._rngs = {
+            purpose: torch.Generator().manual_seed(base_seed * 3 + i)
+            for i, purpose in enumerate(("network", "features", "labels"))
+        }
+
+    def _hidden_sizes(self, n_features: int) -> tuple[int, ...]:
+        if self.hidden is not None:
+            return tuple(self.hidden)
+        width = max(2, math.ceil((n_features + 1) / 2))
+        return (width, width)
+
+    def _build_network(self, n_features: int) -> None:
+        net = ActivationNetwork.dense(
+            1 + self._label_units(),
+            self._hidden_sizes(n_features),
+            activation=self.activation,
+            lr=self.lr,
+            decay=self.decay,
+            generator=self._rngs["network"],
+        )
+        self._network = net.to(resolve_device(self.device))
+
+    def _label_units(self) -> int:
+        return 0
+
+    def _add_features(self, names: Sequence[str]) -> None:
+        assert self._network is not None
+        bottom = self._network.layers[0]
+        for name in names:
+            bottom.grow_inputs(1, self._rngs["features"], at=len(self._schema))
+            self._schema.register([{name: 0.0}])
+        self._moments.grow(len(names))
+
+    # ---- ingestion ----------------------------------------------------------
+    def _ingest(self, columns: Sequence[str], values: np.ndarray, labels: Sequence[Any]) -> None:
+        """Register, queue and (when a batch fills) learn rows of ``values``."""
+        self._ensure_state()
+        start = 0
+        while start < len(values):
+            stop = min(len(values), start + self.batch_size - len(self._pending_values))
+            chunk = values[start:stop]
+            self._register(columns, chunk, labels[start:stop])
+            index = np.array([self._schema.index[c] for c in columns], dtype=int)
+            for row in chunk:
+                full = np.full(len(self._schema), np.nan)
+                full[index] = row
+                self._pending_values.append(full)
+            self._pending_labels.extend(labels[start:stop])
+            if len(self._pending_values) >= self.batch_size:
+                self.flush()
+            start = stop
+
+    def _register(self, columns: Sequence[str], chunk: np.ndarray, labels: Sequence[Any]) -> None:
+        present = ~np.isnan(chunk)
+        if self._network is None:
+            self._build_network(int(present[0].sum()))
+        new = [j for j, c in enumerate(columns) if c not in self._schema.index and present[:, j].any()]
+        if new:
+            first = {j: int(np.argmax(present[:, j])) for j in new}
+            names = [columns[j] for j in sorted(new, key=lambda j: (first[j], columns[j]))]
+            self._schema.new_names([dict.fromkeys(names)])  # raises past max_features
+            self._add_features(names)
+        self._register_labels(labels)
+
+    def _register_labels(self, labels: Sequence[Any]) -> None:
+        """Classes are registered by the classifier; the detector has none."""
+
+    def flush(self) -> None:
+        """Learn the pending micro-batch now, even if it is not full."""
+        if not getattr(self, "_pending_values", None):
+            return
+        width = len(self._schema)
+        values = np.full((len(self._pending_values), width), np.nan)
+        for r, row in enumerate(self._pending_values):
+            values[r, : len(row)] = row
+        labels = self._pending_labels
+        self._pending_values, self._pending_labels = [], []
+        self._moments.update(values)
+        x, mask = self._encode(values)
+        self._learn_batch(x, mask, labels)
+        self._n_learnt += len(values)
+
+    def _learn_batch(self, x: torch.Tensor, mask: torch.Tensor, labels: Sequence[Any]) -> None:
+        raise NotImplementedError
+
+    # ---- encoding -----------------------------------------------------------
+    def _encode(self, values: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standardised, unit-length inputs and masks on the model's device."""
+        z = self._moments.standardise(values)
+        x, mask = unit_inputs(z, self.bias)
+        device = resolve_device(self.device)
+        return (
+            torch.as_tensor(x, dtype=torch.float32, device=device),
+            torch.as_tensor(mask, dtype=torch.float32, device=device),
+        )
+
+    def _query_values(self, rows: Sequence[Mapping[str, float]] | pd.DataFrame) -> np.ndarray:
+        """Schema-aligned values of records to score; unknown features are ignored."""
+        if isinstance(rows, pd.DataFrame):
+            values = frame_values(rows)
+            out = np.full((len(rows), len(self._schema)), np.nan)
+            for j, name in enumerate(rows.columns):
+                column = self._schema.index.get(str(name))
+                if column is not None:
+                    out[:, column] = values[:, j]
+            return out
+        return self._schema.to_matrix(rows)
+
+    # ---- persistence --------------------------------------------------------
+    def _export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The whole learnt state as named arrays and JSON metadata (no pickle)."""
+        self._ensure_state()
+        params = {k: list(v) if isinstance(v, tuple) else v for k, v in self._get_params().items()}
+        arrays: dict[str, np.ndarray] = {
+            "moments.count": self._moments.count,
+            "moments.mean": self._moments.mean,
+            "moments.m2": self._moments.m2,
+        }
+        for purpose, rng in self._rngs.items():
+            arrays[f"rng.{purpose}"] = rng.get_state().numpy()
+        width = len(self._schema)
+        pending = np.full((len(self._pending_values), width), np.nan)
+        for r, row in enumerate(self._pending_values):
+            pending[r, : len(row)] = row
+        arrays["pending.values"] = pending
+        layers = []
+        if self._network is not None:
+            for name, tensor in self._network.state_dict().items():
+                arrays[f"network.{name}"] = tensor.detach().cpu().numpy()
+            layers = [layer.out_features for layer in self._network.layers]
+        meta = {
+            "estimator": type(self).__name__,
+            "params": params,
+            "schema": list(self._schema.names),
+            "layers": layers,
+            "pending_labels": list(self._pending_labels),
+            "n_learnt": self._n_learnt,
+            **self._export_extra(),
+        }
+        return arrays, meta
+
+    def _export_extra(self) -> dict[str, Any]:
+        return {}
+
+    def _import_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+        self._ensure_state()
+        self._schema = FeatureSchema(self.max_features, meta["schema"])
+        self._moments.count = np.array(arrays["moments.count"], dtype=float)
+        self._moments.mean = np.array(arrays["moments.mean"], dtype=float)
+        self._moments.m2 = np.array(arrays["moments.m2"], dtype=float)
+        for purpose, rng in self._rngs.items():
+            rng.set_state(torch.from_numpy(np.array(arrays[f"rng.{purpose}"], dtype=np.uint8)))
+        self._pending_values = list(np.array(arrays["pending.values"], dtype=float))
+        self._pending_labels = list(meta["pending_labels"])
+        self._n_learnt = int(meta["n_learnt"])
+        self._import_extra(meta)
+        if meta["layers"]:
+            n_in = len(self._schema) + 1 + self._label_units()
+            net = ActivationNetwork.dense(
+                n_in, meta["layers"], self.activation, self.lr, self.decay
+            )
+            state = {
+                k[len("network.") :]: torch.from_numpy(np.array(v))
+                for k, v in arrays.items()
+                if k.startswith("network.")
+            }
+            net.load_state_dict(state)
+            self._network = net.to(resolve_device(self.device))
+
+    def _import_extra(self, meta: Mapping[str, Any]) -> None:
+        """Restore what :meth:`_export_extra` wrote."""
+
+    def save(self, path: str | pathlib.Path) -> None:
+        """Write the model, pending records included, to a Parquet file (no pickle)."""
+        arrays, meta = self._export_state()
+        checkpoint.write_state(path, arrays, meta)
+
+    @classmethod
+    def from_state(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]):
+        """Rebuild an estimator from :meth:`_export_state` output."""
+        if meta.get("estimator") != cls.__name__:
+            raise ValueError(f"state holds a {meta.get('estimator')!r}, not a {cls.__name__}")
+        params = {
+            k: tuple(v) if k in _TUPLE_PARAMS and v is not None else v
+            for k, v in meta["params"].items()
+        }
+        model = cls(**params)
+        model._import_state(arrays, meta)
+        return model
+
+    @classmethod
+    def load(cls, path: str | pathlib.Path, device: str | None = None):
+        """Read a model written by :meth:`save`; ``device`` overrides the saved one."""
+        arrays, meta = checkpoint.read_state(path)
+        if device is not None:
+            meta = {**meta, "params": {**meta["params"], "device": device}}
+        return cls.from_state(arrays, meta)
