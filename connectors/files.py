@@ -10,7 +10,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from typing import Any, BinaryIO
 
 from . import formats
@@ -67,9 +67,12 @@ class FileSource(Source):
     """Replay rows of one or several files, merged in event-time order.
 
     Each file is a stream named by its path; a record's offset is its row index
-    in that file (JSONL: line index). CSV and Parquet rows become dicts (missing
-    cells are ``None``); JSONL lines stay raw bytes so that the runtime can
-    dead-letter an invalid line with its exact bytes.
+    in that file (CSV: data rows, blank lines not counted; JSONL: line index,
+    blank lines counted but not delivered). CSV and Parquet rows become dicts
+    (missing cells are ``None``); JSONL lines stay raw bytes so that the runtime
+    can dead-letter an invalid line with its exact bytes. Files are read lazily,
+    ``batch_rows`` rows at a time; resuming a CSV re-parses the rows before the
+    position (pandas can only skip physical lines), Parquet skips whole row groups.
 
     Parameters
     ----------
@@ -131,13 +134,14 @@ class FileSource(Source):
         self.delimiter = delimiter
         if speed is not None and not speed > 0:
             raise ValueError(f"speed must be a positive number or None, got {speed!r}")
-        files = resolve_files(path, format)
-        self._files = [(f, format or formats.format_of(f)) for f in files]
-        for name, fmt in self._files:
+        self._files: list[tuple[str, str]] = []
+        for name in resolve_files(path, format):
+            fmt = format or formats.format_of(name)
             if fmt is None:
                 raise ValueError(f"cannot tell the format of {name!r} from its extension; "
                                  "pass format='csv', 'jsonl' or 'parquet'")
-        self._readers: list[Iterator[_Item]] = []
+            self._files.append((name, fmt))
+        self._readers: list[Generator[_Item, None, None]] = []
         self._start({})
 
     @property
@@ -156,7 +160,9 @@ class FileSource(Source):
         self._next: Record | None = None
         self._clock: tuple[float, float] | None = None  # (wall, event time) of the first record
 
-    def _file_items(self, index: int, name: str, fmt: str, start: int) -> Iterator[_Item]:
+    def _file_items(
+        self, index: int, name: str, fmt: str, start: int
+    ) -> Generator[_Item, None, None]:
         last = float("-inf")  # a row without a readable time sorts right after its predecessor
         warned = False
         rows = formats.read_rows(name, fmt, start, self.batch_rows, self.time_field, self.delimiter)
@@ -216,7 +222,7 @@ class FileSource(Source):
 
     def _close_readers(self) -> None:
         for reader in self._readers:
-            reader.close()  # type: ignore[attr-defined]  # generators
+            reader.close()
 
     def close(self) -> None:
         self._close_readers()

@@ -1,7 +1,8 @@
 """File formats: lazy row readers, batch writers and event-time parsing.
 
 Readers yield ``(row, value, raw_time)`` from a start row on, reading the file in
-chunks: ``row`` is the row index within the file (the record offset), ``value``
+chunks: ``row`` is the row index within the file (the record offset; for JSONL
+the line index), ``value``
 a dict (CSV, Parquet) or the raw line (JSONL), ``raw_time`` the unparsed value
 of the time field (``None`` when absent or unreadable). Writers know the format
 only; where the bytes go is the sink's business.

@@ -30,6 +30,11 @@ class KafkaSink(Sink):
     backoff; then :class:`DeliveryError` is raised. Delivery is at least once:
     a record may be written twice, readers drop duplicates by id.
 
+    While the broker is away, a flush waits: each try lasts up to the
+    producer's ``delivery_timeout_ms`` (two minutes by default), and the first
+    :meth:`add` of a new sink waits up to ``max_block_ms`` for the topic's
+    metadata. Lower both in ``client_settings`` to fail sooner.
+
     Parameters
     ----------
     topic
@@ -131,4 +136,5 @@ def _error(sent: Any) -> BaseException | None:
         return sent
     if not sent.is_done:
         return KafkaError("delivery not confirmed by the broker")
-    return sent.exception if sent.failed() else None
+    error: BaseException | None = sent.exception if sent.failed() else None
+    return error

@@ -92,7 +92,7 @@ class KafkaSource(Source):
         topics: str | Sequence[str],
         bootstrap_servers: str | Sequence[str],
         group_id: str | None = None,
-        partitions: Iterable[int | str] | None = None,
+        partitions: Sequence[int | str] | None = None,
         auto_offset_reset: str = "earliest",
         stop_at_end: bool = False,
         client_settings: Mapping[str, Any] | None = None,
@@ -111,6 +111,8 @@ class KafkaSource(Source):
             raise ValueError("KafkaSource needs group_id (consumer group) or partitions "
                              "(explicit assignment)")
         self._topics = [topics] if isinstance(topics, str) else list(topics)
+        if partitions is not None:
+            self._assignment()  # check the names now
         self._consumer: KafkaConsumer | None = None
         self._positions: dict[TopicPartition, int] = {}  # next offset to read, where known
         self._ends: dict[TopicPartition, int] = {}  # end offsets when first seen (stop_at_end)
@@ -217,6 +219,7 @@ class KafkaSource(Source):
             tp: offset for tp, offset in ((partition_of(s), o) for s, o in positions.items())
             if tp.topic in self._topics
         }
+        self._behind = {}
         if self._consumer is not None:
             self._place(self._consumer.assignment())
 

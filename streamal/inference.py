@@ -12,11 +12,12 @@ gradients, running statistics are only read, ``learn`` is never called.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 
 from streamal.layers import DenseLayer
-from streamal.network import ActivationNetwork
+from streamal.network import ActivationNetwork, Layer
 
 _EPS = 1e-12
 
@@ -244,7 +245,7 @@ def generate(
     x, free = x.detach(), free.to(torch.bool)
     start = _draw(torch.rand, x, generator, *x.shape) * free
     start = start / torch.linalg.vector_norm(start, dim=1, keepdim=True).clamp_min(_EPS)
-    top = network.layers[-1].out_features
+    top = cast(Layer, network.layers[-1]).out_features
     gains = 1.0 + output_noise * _draw(torch.randn, x, generator, x.shape[0], top)
 
     def record(z: torch.Tensor) -> torch.Tensor:

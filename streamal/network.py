@@ -10,7 +10,8 @@ Examples
 --------
 >>> import torch
 >>> net = ActivationNetwork.dense(8, [6, 4], lr=0.05, seed=0)
->>> x = torch.nn.functional.normalize(torch.randn(64, 8, generator=torch.Generator().manual_seed(1)))
+>>> g = torch.Generator().manual_seed(1)
+>>> x = torch.nn.functional.normalize(torch.randn(64, 8, generator=g))
 >>> for _ in range(200):
 ...     _ = net.learn(x)
 >>> bool((net.activation(x) <= 1.0 + 1e-3).all())

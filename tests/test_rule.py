@@ -108,6 +108,7 @@ def test_truncated_linear_gain_values():
     )
 
 
+@settings(deadline=None)
 @given(st.lists(st.floats(-10, 10), min_size=2, max_size=20))
 def test_truncated_linear_gain_is_non_increasing_in_unit_range(values):
     gap = torch.tensor(sorted(values), dtype=torch.float64)

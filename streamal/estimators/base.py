@@ -89,11 +89,26 @@ class ActivationEstimator:
             for i, purpose in enumerate(("network", "features", "labels"))
         }
 
+    def __getstate__(self) -> dict[str, Any]:
+        # torch.Generator pickles differently on every call; its state does not.
+        state = self.__dict__.copy()
+        if "_rngs" in state:
+            state["_rngs"] = {k: g.get_state().numpy().tobytes() for k, g in state["_rngs"].items()}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "_rngs" in state:
+            rngs = {}
+            for purpose, rng_state in state["_rngs"].items():
+                rngs[purpose] = torch.Generator()
+                rngs[purpose].set_state(torch.frombuffer(bytearray(rng_state), dtype=torch.uint8))
+            state = {**state, "_rngs": rngs}
+        self.__dict__.update(state)
+
     def _hidden_sizes(self, n_features: int) -> tuple[int, ...]:
         if self.hidden is not None:
             return tuple(self.hidden)
-        width = max(2, math.ceil((n_features + 1) / 2))
-        return (width, width)
+        return (max(1, round(math.sqrt(n_features + 1))),)
 
     def _build_network(self, n_features: int) -> None:
         net = ActivationNetwork.dense(
@@ -140,7 +155,8 @@ class ActivationEstimator:
         present = ~np.isnan(chunk)
         if self._network is None:
             self._build_network(int(present[0].sum()))
-        new = [j for j, c in enumerate(columns) if c not in self._schema.index and present[:, j].any()]
+        known = self._schema.index
+        new = [j for j, c in enumerate(columns) if c not in known and present[:, j].any()]
         if new:
             first = {j: int(np.argmax(present[:, j])) for j in new}
             names = [columns[j] for j in sorted(new, key=lambda j: (first[j], columns[j]))]

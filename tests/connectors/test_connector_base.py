@@ -3,6 +3,7 @@
 import math
 
 import pytest
+
 from streamal.connectors import MemorySink, MemorySource, Record, encode_json, next_positions
 
 

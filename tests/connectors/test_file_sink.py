@@ -4,6 +4,7 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+
 from streamal.connectors import FileSink, FileSource
 
 

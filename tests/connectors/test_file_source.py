@@ -7,6 +7,7 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from streamal.connectors import FileSource, next_positions
 from streamal.connectors.formats import parse_time
 

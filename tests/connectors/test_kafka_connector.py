@@ -4,6 +4,7 @@ import time
 
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
+
 from streamal.connectors import KafkaSink, KafkaSource, create_topic, next_positions
 
 pytestmark = pytest.mark.kafka
@@ -141,4 +142,6 @@ def test_options_are_checked(kafka_bootstrap):
     with pytest.raises(ValueError, match="auto_offset_reset"):
         KafkaSource("t", kafka_bootstrap, group_id="g", auto_offset_reset="none")
     with pytest.raises(ValueError, match="topic:partition"):
-        KafkaSource("t", kafka_bootstrap, partitions=["t-0"]).seek({"t-0": 1})
+        KafkaSource("t", kafka_bootstrap, partitions=["t-0"])
+    with pytest.raises(ValueError, match="topic:partition"):
+        KafkaSource("t", kafka_bootstrap, partitions=[0]).seek({"t-0": 1})

@@ -6,6 +6,7 @@ import socket
 import time
 
 import pytest
+
 from streamal.connectors import DeliveryError, KafkaSink, KafkaSource, create_topic
 
 pytestmark = pytest.mark.kafka

@@ -1,6 +1,7 @@
 """MemorySource and MemorySink."""
 
 import pytest
+
 from streamal.connectors import MemorySink, MemorySource, next_positions
 
 

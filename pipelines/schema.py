@@ -1,0 +1,278 @@
+"""The keys of a pipeline spec: their types, defaults and meaning.
+
+One :class:`Key` per setting, grouped by table. :mod:`.spec` checks a parsed
+TOML document against these tables; ``pipelines/README.md`` documents them
+for people (a test keeps the two in step). Model parameters are not listed
+here: they are read from the estimator's constructor (see :func:`model_keys`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+__all__ = [
+    "KAFKA_SECURITY_KEYS",
+    "OUTPUT_KINDS",
+    "SECRET_KEYS",
+    "TABLES",
+    "Key",
+    "estimator_class",
+    "model_keys",
+]
+
+REQUIRED = object()
+"""Default of a key that must be given."""
+
+OUTPUT_KINDS = ("scores", "predictions", "alerts", "drift", "dead_letter")
+"""Output kinds, in the order the runtime's sinks mapping names them."""
+
+KAFKA_SECURITY_KEYS = (
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_plain_username",
+    "sasl_plain_password",
+    "sasl_kerberos_name",
+    "sasl_kerberos_service_name",
+    "sasl_kerberos_domain_name",
+    "ssl_cafile",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_password",
+    "ssl_crlfile",
+    "ssl_ciphers",
+    "ssl_check_hostname",
+)
+"""kafka-python client settings a spec passes through (strings may be ``"env:NAME"``)."""
+
+SECRET_KEYS = frozenset({"sasl_plain_password", "ssl_password"})
+"""Keys whose literal values are never shown (``env:NAME`` references are)."""
+
+TASKS = {"anomaly": "ActivationDetector", "classification": "ActivationClassifier"}
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting of a spec table.
+
+    ``kind`` is one of ``str``, ``int``, ``float`` (an int is accepted),
+    ``bool``, ``strs`` (a string or a list of strings), ``str_list``,
+    ``int_list``, ``partitions`` (ints or ``"topic:partition"`` strings) and
+    ``table`` (a free table, checked by whoever uses it).
+    """
+
+    kind: str
+    default: Any = None
+    doc: str = ""
+    choices: tuple[Any, ...] = ()
+    check: Callable[[Any], str | None] | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else "must be positive"
+
+
+def _at_least_one(value: Any) -> str | None:
+    return None if value >= 1 else "must be at least 1"
+
+
+def _probability(value: Any) -> str | None:
+    return None if 0 < value < 1 else "must be between 0 and 1 (exclusive)"
+
+
+def _non_negative(value: Any) -> str | None:
+    return None if value >= 0 else "must not be negative"
+
+
+def _non_empty(value: Any) -> str | None:
+    return None if value else "must not be empty"
+
+
+_SECURITY = {name: Key("bool" if name == "ssl_check_hostname" else "str",
+                       doc="kafka-python client setting; a string may be \"env:NAME\"")
+             for name in KAFKA_SECURITY_KEYS}
+
+KAFKA_SOURCE_KEYS = {
+    "bootstrap_servers": Key("strs", REQUIRED, "\"host:port\" or a list of them",
+                             check=_non_empty),
+    "topics": Key("strs", REQUIRED, "topic or list of topics to read", check=_non_empty),
+    "group_id": Key("str", None, "consumer group (partitions shared between workers)"),
+    "partitions": Key("partitions", None,
+                      "explicit assignment instead of a group: ints or \"topic:partition\""),
+    "auto_offset_reset": Key("str", "earliest", "where a partition without a checkpoint starts",
+                             choices=("earliest", "latest")),
+    "stop_at_end": Key("bool", False, "stop once the end offsets seen at start are reached"),
+    **_SECURITY,
+}
+
+FILE_SOURCE_KEYS = {
+    "path": Key("str", REQUIRED, "file, glob or directory; \"bundled:NAME\" is a file shipped "
+                "in streamal/data", check=_non_empty),
+    "format": Key("str", None, "csv, jsonl or parquet (default: from the extension)",
+                  choices=("csv", "jsonl", "parquet")),
+    "time_field": Key("str", None, "column of the event time; files are merged by it"),
+    "time_format": Key("str", None, "strptime format of string times (default ISO 8601)"),
+    "speed": Key("float", None, "replay at N x real time (default: as fast as possible)",
+                 check=_positive),
+}
+
+SOURCE_KEYS = {"type": Key("str", REQUIRED, "kafka or file", choices=("kafka", "file")),
+               **{name: replace(key, default=None)
+                  for name, key in {**KAFKA_SOURCE_KEYS, **FILE_SOURCE_KEYS}.items()}}
+"""Every source key; used only while the type is unknown (then nothing else is required)."""
+
+DECODE_KEYS = {
+    "features": Key("str_list", None, "feature fields (default: every numeric field not "
+                    "named elsewhere)"),
+    "exclude": Key("str_list", [], "fields never used as features"),
+    "key_field": Key("str", None, "field holding the record key (per-key models)"),
+    "time_field": Key("str", None, "field holding the event time"),
+    "label_field": Key("str", None, "field holding the label (classification; may be absent "
+                       "from a record)"),
+}
+
+MODEL_KEYS = {
+    "task": Key("str", "anomaly", "anomaly (ActivationDetector) or classification "
+                "(ActivationClassifier)", choices=tuple(TASKS)),
+    "per_key": Key("bool", False, "one model per value of decode.key_field"),
+    "max_models": Key("int", 1000, "bound on the number of per-key models", check=_at_least_one),
+}
+
+ALERT_KEYS = {
+    "policy": Key("str", "quantile", "quantile (online quantile of recent scores) or fixed",
+                  choices=("quantile", "fixed")),
+    "q": Key("float", 0.995, "quantile policy: alert above this quantile", check=_probability),
+    "warmup": Key("int", 500, "quantile policy: records scored before any alert",
+                  check=_non_negative),
+    "window": Key("int", 10_000, "quantile policy: recent scores the quantile is taken over",
+                  check=_at_least_one),
+    "value": Key("float", None, "fixed policy: alert when the score reaches this value"),
+    "learn_alerts": Key("bool", True, "learn records that raised an alert (false keeps long "
+                        "anomalies from being learnt as normal)"),
+}
+
+DRIFT_KEYS = {
+    "detector": Key("str", "ADWIN", "river.drift detector class (ADWIN, KSWIN, PageHinkley, ...)"),
+    "params": Key("table", {}, "constructor parameters of the detector"),
+}
+
+OUTPUT_ENTRY_KEYS = {
+    "topic": Key("str", None, "Kafka topic", check=_non_empty),
+    "path": Key("str", None, "file (jsonl) or directory (parquet)", check=_non_empty),
+    "format": Key("str", None, "jsonl or parquet (default: from the path's extension, else "
+                  "jsonl)", choices=("jsonl", "parquet")),
+}
+
+OUTPUTS_KEYS = {
+    "directory": Key("str", None, "shorthand: every kind not given goes to DIR/<kind>.jsonl",
+                     check=_non_empty),
+    "format": Key("str", "jsonl", "format of the directory shorthand",
+                  choices=("jsonl", "parquet")),
+    "bootstrap_servers": Key("strs", None, "broker of topic outputs (default: the source's)"),
+    **{kind: Key("table", None, f"where {kind.replace('_', '-')} records go: "
+                 "{ topic = ... } or { path = ..., format = ... }") for kind in OUTPUT_KINDS},
+    **_SECURITY,
+}
+
+CHECKPOINT_KEYS = {
+    "directory": Key("str", None, "where checkpoints are written (none: no checkpoints)",
+                     check=_non_empty),
+    "every_records": Key("int", 10_000, "checkpoint after this many records",
+                         check=_at_least_one),
+    "every_seconds": Key("float", 60.0, "and after this many seconds", check=_positive),
+    "keep": Key("int", 3, "valid checkpoints kept", check=_at_least_one),
+}
+
+RUN_KEYS = {
+    "max_records": Key("int", None, "stop after this many records (with a final checkpoint)",
+                       check=_at_least_one),
+    "poll_records": Key("int", 500, "records read from the source at once", check=_at_least_one),
+}
+
+TOP_KEYS = {
+    "name": Key("str", None, "name of the pipeline, shown in logs"),
+    "description": Key("str", None, "free text"),
+}
+
+TABLES: dict[str, dict[str, Key]] = {
+    "source": SOURCE_KEYS,
+    "decode": DECODE_KEYS,
+    "model": MODEL_KEYS,
+    "alerts": ALERT_KEYS,
+    "drift": DRIFT_KEYS,
+    "outputs": OUTPUTS_KEYS,
+    "checkpoint": CHECKPOINT_KEYS,
+    "run": RUN_KEYS,
+}
+"""Spec tables and their keys (``model`` also takes the estimator's parameters)."""
+
+
+def estimator_class(task: str) -> type:
+    """The estimator class of a task (``anomaly`` or ``classification``)."""
+    import streamal
+
+    return getattr(streamal, TASKS[task])
+
+
+_ANNOTATION_KINDS = (("tuple", "int_list"), ("bool", "bool"), ("int", "int"), ("float", "float"),
+                     ("str", "str"))
+
+
+def model_keys(task: str) -> dict[str, Key]:
+    """Keys of the ``model`` table for ``task``: the runtime's and the estimator's parameters.
+
+    Examples
+    --------
+    >>> keys = model_keys("anomaly")
+    >>> keys["hidden"].kind, keys["lr"].kind, keys["lr"].default, keys["seed"].kind
+    ('int_list', 'float', 0.05, 'int')
+
+    """
+    cls = estimator_class(task)
+    keys = dict(MODEL_KEYS)
+    for name, param in inspect.signature(cls.__init__).parameters.items():
+        if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        annotation = str(param.annotation)
+        kind = next((k for word, k in _ANNOTATION_KINDS if re.search(rf"\b{word}\b", annotation)),
+                    "any")
+        default = None if param.default is inspect.Parameter.empty else param.default
+        keys[name] = Key(kind, default, f"{cls.__name__} parameter",
+                         check=_PARAM_CHECKS.get(name))
+    return keys
+
+
+def _activation(value: Any) -> str | None:
+    from streamal.activations import ACTIVATIONS
+
+    return None if value in ACTIVATIONS else f"must be one of {sorted(ACTIVATIONS)}"
+
+
+def _device(value: Any) -> str | None:
+    ok = re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value)
+    return None if ok else "must be 'auto', 'cpu', 'cuda' or 'cuda:N'"
+
+
+def _sizes(value: Any) -> str | None:
+    return None if value and all(n >= 1 for n in value) else "must be a non-empty list of " \
+        "positive layer sizes"
+
+
+_PARAM_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "hidden": _sizes,
+    "activation": _activation,
+    "device": _device,
+    "lr": _positive,
+    "batch_size": _at_least_one,
+    "bias": _positive,
+    "max_features": _at_least_one,
+    "label_repeat": _at_least_one,
+    "temperature": _positive,
+}

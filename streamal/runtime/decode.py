@@ -1,0 +1,266 @@
+"""From a source record to features, label, key and event time — or a reason why not.
+
+:class:`RecordDecoder` accepts a record whose value is JSON bytes (Kafka values,
+JSONL lines) or an already parsed row (CSV and Parquet rows as dicts). Every
+failure raises :class:`DecodeError` with a *stage*:
+
+``"decode"``
+    the bytes are not UTF-8, not JSON, empty, or not a JSON object;
+``"validate"``
+    the object does not fit: a feature that is not a number (strings, nested
+    objects or arrays), NaN or ±Inf (the JSON ``NaN``/``Infinity`` literals
+    included), a required feature absent, a label of the wrong type, a bad
+    key, time or per-key field, or no feature at all.
+
+Numbers are checked by :func:`streamal.encoding.validate_features` and labels
+by :func:`streamal.estimators.classifier.validate_label`, the same checks the
+estimators apply, so nothing the decoder accepts is refused by the model
+(except a record past the model's feature cap, which the pipeline checks
+against the model).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from streamal.encoding import validate_features
+from streamal.estimators.classifier import validate_label
+
+__all__ = ["DecodeError", "Decoded", "RecordDecoder", "text_key"]
+
+MAX_KEY_LENGTH = 256
+
+
+class DecodeError(ValueError):
+    """A record that cannot be used; ``stage`` is ``"decode"`` or ``"validate"``.
+
+    Examples
+    --------
+    >>> err = DecodeError("validate", "feature 'a' is not a number: 'x'")
+    >>> err.stage, err.reason
+    ('validate', "feature 'a' is not a number: 'x'")
+    """
+
+    def __init__(self, stage: str, reason: str):
+        super().__init__(f"{stage}: {reason}")
+        self.stage = stage
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded record: numeric features (missing ones left out) and its context."""
+
+    features: dict[str, float]
+    label: Any = None
+    key: str | None = None
+    event_time: float | None = None
+    group: str | None = None
+
+
+def text_key(key: Any) -> str | None:
+    """A record key as text: ``str`` as is, UTF-8 bytes decoded, other bytes base64."""
+    if key is None or isinstance(key, str):
+        return key
+    if isinstance(key, (bytes, bytearray, memoryview)):
+        raw = bytes(key)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return "base64:" + base64.b64encode(raw).decode("ascii")
+    return str(key)
+
+
+def parse_value(value: Any) -> Mapping[str, Any]:
+    """A record value as a mapping: parse JSON bytes/str, pass a dict through."""
+    if isinstance(value, Mapping):
+        return value
+    if value is None:
+        raise DecodeError("decode", "value is null (a tombstone?)")
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = bytes(value).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DecodeError("decode", f"value is not valid UTF-8: {exc}") from None
+        except TypeError:
+            raise DecodeError("decode", f"value is a {type(value).__name__}") from None
+    if not text.strip():
+        raise DecodeError("decode", "value is empty")
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise DecodeError("decode", f"value is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise DecodeError("decode", f"value is a JSON {_json_type(obj)}, not an object")
+    return obj
+
+
+def _json_type(obj: Any) -> str:
+    names = {list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(obj), "number")
+
+
+class RecordDecoder:
+    """Turn records into :class:`Decoded` features, label, key and event time.
+
+    Parameters
+    ----------
+    features
+        Feature fields to use; each must be present (``null`` counts as
+        present and missing). ``None``: every field except the key, time,
+        label, per-key and ``exclude`` fields is a feature, and must be a
+        number, a boolean (0/1) or ``null`` — list non-numeric fields in
+        ``exclude`` rather than have them dropped silently.
+    exclude
+        Fields never used as features (with ``features=None``).
+    key_field
+        Field giving the output key; absent or ``None``: the record's own key.
+    time_field
+        Field giving the event time (epoch seconds, or an ISO 8601 string;
+        naive times are UTC); absent: the record's own event time.
+    label_field
+        Field holding the class label (``str``, ``int`` or ``bool``; ``null``
+        or absent means unlabelled).
+
+    Examples
+    --------
+    >>> from streamal.connectors import Record
+    >>> decoder = RecordDecoder(key_field="id", label_field="y", exclude=["note"])
+    >>> d = decoder.decode(Record(b'{"id": "m1", "a": 1, "b": null, "y": "ok", "note": "hi"}',
+    ...                           ("t:0", 7)))
+    >>> d.features, d.label, d.key
+    ({'a': 1.0}, 'ok', 'm1')
+    >>> decoder.decode(Record(b'{"a": "x"}', ("t:0", 8)))
+    Traceback (most recent call last):
+    ...
+    streamal.runtime.decode.DecodeError: validate: feature 'a' is not a number: 'x'
+    """
+
+    def __init__(
+        self,
+        features: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+        key_field: str | None = None,
+        time_field: str | None = None,
+        label_field: str | None = None,
+    ):
+        self.features = features
+        self.exclude = exclude
+        self.key_field = key_field
+        self.time_field = time_field
+        self.label_field = label_field
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments (sequences as lists)."""
+        return {
+            "features": None if self.features is None else list(self.features),
+            "exclude": list(self.exclude),
+            "key_field": self.key_field,
+            "time_field": self.time_field,
+            "label_field": self.label_field,
+        }
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"RecordDecoder({args})"
+
+    def decode(self, record: Any, group_field: str | None = None) -> Decoded:
+        """Decode one :class:`~streamal.connectors.Record`; raise :class:`DecodeError`.
+
+        ``group_field`` names the per-key field that picks the model; it must be
+        present, a string or an integer, and is never a feature.
+        """
+        obj = parse_value(record.value)
+        context = {self.key_field, self.time_field, self.label_field, group_field} - {None}
+        if self.features is None:
+            skip = context | set(self.exclude)
+            raw = {str(k): v for k, v in obj.items() if str(k) not in skip}
+        else:
+            absent = [f for f in self.features if f not in obj]
+            if absent:
+                raise DecodeError("validate", f"missing required feature(s) {absent[:5]}")
+            raw = {f: obj[f] for f in self.features}
+        for name, value in raw.items():
+            if isinstance(value, (Mapping, list, tuple)):
+                kind = "an object" if isinstance(value, Mapping) else "an array"
+                raise DecodeError("validate", f"feature {name!r} is {kind}, not a number")
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                if abs(int(value)) > 2**1023:
+                    raise DecodeError("validate", f"feature {name!r} is too large: {value}")
+        try:
+            features = validate_features(raw)
+        except (ValueError, TypeError) as exc:
+            raise DecodeError("validate", str(exc)) from None
+        if not features:
+            raise DecodeError("validate", "the record has no feature values")
+        return Decoded(
+            features=features,
+            label=self._label(obj),
+            key=self._key(obj, record),
+            event_time=self._time(obj, record),
+            group=None if group_field is None else self._group(obj, group_field),
+        )
+
+    def _label(self, obj: Mapping[str, Any]) -> Any:
+        if self.label_field is None:
+            return None
+        try:
+            return validate_label(obj.get(self.label_field))
+        except ValueError as exc:
+            raise DecodeError("validate", f"label field {self.label_field!r}: {exc}") from None
+
+    def _key(self, obj: Mapping[str, Any], record: Any) -> str | None:
+        value = obj.get(self.key_field) if self.key_field is not None else None
+        if value is None:
+            return text_key(getattr(record, "key", None))
+        return _name_like(value, f"key field {self.key_field!r}")
+
+    def _group(self, obj: Mapping[str, Any], group_field: str) -> str:
+        value = obj.get(group_field)
+        if value is None:
+            raise DecodeError("validate", f"per-key field {group_field!r} is missing")
+        return _name_like(value, f"per-key field {group_field!r}")
+
+    def _time(self, obj: Mapping[str, Any], record: Any) -> float | None:
+        value = obj.get(self.time_field) if self.time_field is not None else None
+        if value is None:
+            return getattr(record, "event_time", None)
+        where = f"time field {self.time_field!r}"
+        if isinstance(value, str):
+            try:
+                parsed = dt.datetime.fromisoformat(value)
+            except ValueError:
+                raise DecodeError("validate", f"{where} is not ISO 8601: {value!r}") from None
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=dt.timezone.utc)
+            return parsed.timestamp()
+        if isinstance(value, dt.datetime):
+            return value.timestamp()
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            try:
+                seconds = float(value)
+            except OverflowError:
+                seconds = math.inf
+            if math.isfinite(seconds):
+                return seconds
+        raise DecodeError("validate", f"{where} must be epoch seconds or ISO 8601, got {value!r}")
+
+
+def _name_like(value: Any, where: str) -> str:
+    """A key or per-key value as text: strings and integers only, printable, bounded."""
+    if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
+        raise DecodeError("validate", f"{where} must be a string or an integer, got {value!r}")
+    text = str(value)
+    if len(text) > MAX_KEY_LENGTH or not text.isprintable():
+        raise DecodeError("validate", f"{where} must be printable and at most "
+                          f"{MAX_KEY_LENGTH} characters, got {text[:40]!r}")
+    return text
