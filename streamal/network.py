@@ -21,6 +21,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol, cast
 
 import torch
 from torch import nn
@@ -29,6 +30,12 @@ from streamal.activations import make_activation
 from streamal.layers import DenseLayer, LocallyConnectedLayer
 
 Layer = DenseLayer | LocallyConnectedLayer
+
+
+class Activation(Protocol):
+    def __call__(self, y: torch.Tensor) -> torch.Tensor: ...
+
+    def update(self, y: torch.Tensor) -> None: ...
 
 
 class ActivationNetwork(nn.Module):
@@ -100,8 +107,21 @@ class ActivationNetwork(nn.Module):
         return cls(layers, activation=activation, lr=lr, decay=decay)
 
     @property
+    def stack(self) -> list[Layer]:
+        """The layers, bottom first, typed."""
+        return cast(list[Layer], list(self.layers))
+
+    @property
+    def bottom(self) -> DenseLayer:
+        """The bottom layer, when it is dense (the estimators grow its inputs)."""
+        layer = self.stack[0]
+        if not isinstance(layer, DenseLayer):
+            raise TypeError(f"the bottom layer is a {type(layer).__name__}, not a DenseLayer")
+        return layer
+
+    @property
     def in_features(self) -> int:
-        return self.layers[0].in_features
+        return self.stack[0].in_features
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every layer's output ``y_l`` (before its activation), bottom first."""
@@ -138,13 +158,13 @@ class ActivationNetwork(nn.Module):
         inputs = [x] + [f(y) for f, y in zip(self.activations, outputs)]
         deltas = [
             layer.delta(h, y, rate, mask if i == 0 else None)
-            for i, (layer, h, y) in enumerate(zip(self.layers, inputs, outputs))
+            for i, (layer, h, y) in enumerate(zip(self.stack, inputs, outputs))
         ]
-        for layer, delta in zip(self.layers, deltas):
+        for layer, delta in zip(self.stack, deltas):
             layer.weight.add_(delta, alpha=self.lr)
         positive = slice(None) if rate is None else rate > 0
         for f, y in zip(self.activations, outputs):
             learnt = y[positive]
             if learnt.shape[0]:
-                f.update(learnt)
+                cast(Activation, f).update(learnt)
         return outputs

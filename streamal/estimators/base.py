@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -68,6 +68,7 @@ class ActivationEstimator:
     max_features: int
     device: str
     seed: int | None
+    _get_params: Callable[[], dict[str, Any]]  # from river.base.Estimator
 
     # ---- lazily built state -------------------------------------------------
     def _ensure_state(self) -> None:
@@ -126,7 +127,7 @@ class ActivationEstimator:
 
     def _add_features(self, names: Sequence[str]) -> None:
         assert self._network is not None
-        bottom = self._network.layers[0]
+        bottom = self._network.bottom
         for name in names:
             bottom.grow_inputs(1, self._rngs["features"], at=len(self._schema))
             self._schema.register([{name: 0.0}])

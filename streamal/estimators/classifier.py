@@ -158,7 +158,7 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
         for label in labels:
             if label is not None and label not in self._classes:
                 self._classes.append(label)
-                self._network.layers[0].grow_inputs(self.label_repeat, self._rngs["labels"])
+                self._network.bottom.grow_inputs(self.label_repeat, self._rngs["labels"])
 
     def _candidates(self, device: torch.device) -> torch.Tensor:
         """``(K, K·R)`` label blocks, one per class, each of norm ``label_weight``."""
@@ -173,7 +173,7 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
         self._classes = list(meta["classes"])
 
     # ---- learning -----------------------------------------------------------
-    def learn_one(self, x: Mapping[str, Any], y: Any = None) -> None:
+    def learn_one(self, x: dict, y: Any = None) -> None:  # type: ignore[override]
         """Queue ``x`` (with its label ``y``, or ``None`` when it has none) for learning."""
         clean = validate_features(x)
         label = validate_label(y)
@@ -233,7 +233,7 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
         act = self._activations(x)
         return torch.softmax(act.double() / self.temperature, dim=1).cpu().numpy()
 
-    def predict_proba_one(self, x: Mapping[str, Any], **kwargs: Any) -> dict[Any, float]:
+    def predict_proba_one(self, x: dict, **kwargs: Any) -> dict[Any, float]:
         """Class probabilities: softmax of the activations (``{}`` before any class)."""
         self._ensure_state()
         if not self._classes:
@@ -249,7 +249,7 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
         proba = self._proba(self._query_values(X))
         return pd.DataFrame(proba, columns=self._classes, index=X.index)
 
-    def predict_one(self, x: Mapping[str, Any], **kwargs: Any) -> Any:
+    def predict_one(self, x: dict, **kwargs: Any) -> Any:
         """The class with the highest activation (``None`` before any class)."""
         proba = self.predict_proba_one(x)
         return max(proba, key=proba.__getitem__) if proba else None

@@ -93,7 +93,7 @@ class ActivationDetector(ActivationEstimator, AnomalyDetector):
         yield {"hidden": (4, 3), "batch_size": 4, "seed": 0}
 
     # ---- learning -----------------------------------------------------------
-    def learn_one(self, x: Mapping[str, Any]) -> None:
+    def learn_one(self, x: dict) -> None:
         """Queue ``x`` for learning; raises ``ValueError`` naming a bad feature."""
         clean = validate_features(x)
         self._ingest(list(clean), np.array([list(clean.values())]).reshape(1, -1), [None])
@@ -116,7 +116,7 @@ class ActivationDetector(ActivationEstimator, AnomalyDetector):
         strength = x.square().sum(dim=1)
         return (1.0 - activation / strength).clamp(0.0, 1.0).cpu().numpy().astype(float)
 
-    def score_one(self, x: Mapping[str, Any]) -> float:
+    def score_one(self, x: dict) -> float:
         """Anomaly score of ``x`` in ``[0, 1]`` (1 before anything is learnt)."""
         self._ensure_state()
         return float(self._scores(self._query_values([validate_features(x)]))[0])

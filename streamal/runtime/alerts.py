@@ -68,25 +68,39 @@ class FixedThreshold(AlertPolicy):
     ----------
     value
         The threshold.
+    warmup
+        Scores to see before any alert. A fresh model scores every record
+        1.0, so with ``learn_alerts=False`` and no warm-up it would never learn.
     learn_alerts
         Whether records that raised an alert are learnt by the model.
 
     Examples
     --------
-    >>> policy = FixedThreshold(0.9)
-    >>> [policy.update(s).alert for s in (0.2, 0.9, 0.95)]
-    [False, True, True]
+    >>> policy = FixedThreshold(0.9, warmup=1)
+    >>> [policy.update(s).alert for s in (1.0, 0.2, 0.9, 0.95)]
+    [False, False, True, True]
     """
 
-    def __init__(self, value: float, learn_alerts: bool = True):
+    def __init__(self, value: float, warmup: int = 0, learn_alerts: bool = True):
         self.value = value
+        self.warmup = warmup
         self.learn_alerts = learn_alerts
 
     def params(self) -> dict[str, Any]:
-        return {"value": self.value, "learn_alerts": self.learn_alerts}
+        return {"value": self.value, "warmup": self.warmup, "learn_alerts": self.learn_alerts}
 
     def update(self, score: float) -> Decision:
+        n = getattr(self, "_n", 0)
+        self._n = n + 1
+        if n < self.warmup:
+            return Decision(False, None)
         return Decision(bool(score >= self.value), float(self.value))
+
+    def export_state(self) -> dict[str, Any]:
+        return {"n": getattr(self, "_n", 0)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._n = int(state["n"])
 
 
 class QuantileThreshold(AlertPolicy):

@@ -17,14 +17,14 @@ SINKS = ("scores", "predictions", "alerts", "drift", "dead_letter")
 
 
 def sensor_rows(n: int, seed: int = 0, shift_at: int | None = None) -> list[bytes]:
-    """JSON sensor readings; after ``shift_at`` the sensors move to a new regime."""
+    """JSON sensor readings; from ``shift_at`` on, sensor ``c`` jumps to a new level."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
         shifted = shift_at is not None and i >= shift_at
-        a = rng.gauss(8.0 if shifted else 0.0, 1.0)
+        a = rng.gauss(0.0, 1.0)
         row = {"sensor": f"s{i % 3}", "a": a, "b": -0.5 * a + rng.gauss(5.0, 0.3),
-               "c": rng.gauss(0.0, 2.0)}
+               "c": rng.gauss(12.0 if shifted else 0.0, 1.0)}
         rows.append(json.dumps(row).encode())
     return rows
 
@@ -44,7 +44,7 @@ def labelled_rows(n: int, seed: int = 0, label_every: int = 2) -> list[bytes]:
 
 
 def detector() -> ActivationDetector:
-    return ActivationDetector(hidden=(3, 2), batch_size=8, seed=0)
+    return ActivationDetector(batch_size=8, seed=0)
 
 
 def classifier() -> ActivationClassifier:

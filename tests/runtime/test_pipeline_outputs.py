@@ -6,16 +6,15 @@ import collections
 import json
 
 import numpy as np
-import pandas as pd
 from conftest import classifier, detector, labelled_rows, max_weight_diff, sensor_rows
 
 from streamal import ActivationDetector
-from streamal.connectors import MemorySink
+from streamal.connectors import MemorySink, MemorySource
 from streamal.drift import DriftMonitor
 from streamal.runtime import FixedThreshold, Pipeline, QuantileThreshold, RecordDecoder
 
 BAD_VALUES = [b"\xff", b"{oops", b"[1]", b'{"a": "hot"}', b'{"a": NaN}', b'{"a": {"b": 1}}',
-              b'{"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}', None]
+              b'{"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}', b"{}"]
 
 
 def mixed_stream() -> list:
@@ -29,7 +28,7 @@ def test_every_record_gets_exactly_one_score_or_dead_letter(build):
     values = mixed_stream()
 
     def capped():
-        return ActivationDetector(hidden=(3, 2), batch_size=8, seed=0, max_features=3)
+        return ActivationDetector(batch_size=8, seed=0, max_features=3)
 
     pipe, out = build(values, model_factory=capped, poll_records=37)
     summary = pipe.run()
@@ -38,7 +37,7 @@ def test_every_record_gets_exactly_one_score_or_dead_letter(build):
     dead = {r["id"]: r for r in out["dead_letter"].records}
     assert len(dead) == len(BAD_VALUES)
     stages = collections.Counter(r["stage"] for r in dead.values())
-    assert stages == {"decode": 4, "validate": 4}
+    assert stages == {"decode": 3, "validate": 5}
     cap = next(r for r in dead.values() if "max_features" in r["reason"])
     assert cap["stage"] == "validate" and json.loads(cap["raw"])["e"] == 5
     utf8 = next(r for r in dead.values() if r["raw_encoding"] == "base64")
@@ -69,11 +68,12 @@ def test_scores_are_prequential_and_independent_of_poll_size(build):
 
 def test_alerted_records_are_not_learnt_when_learn_alerts_is_false(build):
     values = sensor_rows(400, shift_at=300)
-    alerts = FixedThreshold(0.3, learn_alerts=False)
+    alerts = FixedThreshold(0.5, warmup=100, learn_alerts=False)
     pipe, out = build(values, alerts=alerts, poll_records=64)
     summary = pipe.run()
     flags = [r["alert"] for r in out["scores"].records]
-    assert 0 < sum(flags) == summary.alerted == summary.skipped_learning == len(out["alerts"].records)
+    assert 0 < sum(flags) == summary.alerted == summary.skipped_learning
+    assert summary.alerted == len(out["alerts"].records)
     assert summary.learnt == 400 - sum(flags)
     model = detector()
     for value, alert in zip(values, flags, strict=True):
@@ -81,7 +81,7 @@ def test_alerted_records_are_not_learnt_when_learn_alerts_is_false(build):
             model.learn_one({k: v for k, v in json.loads(value).items() if k != "sensor"})
     assert max_weight_diff(pipe.models[None], model) <= 1e-6
     first = out["alerts"].records[0]
-    assert first["kind"] == "alert" and first["threshold"] == 0.3 and first["score"] >= 0.3
+    assert first["kind"] == "alert" and first["threshold"] == 0.5 and first["score"] >= 0.5
 
 
 def test_drift_is_detected_after_an_injected_shift(build):
@@ -95,7 +95,7 @@ def test_drift_is_detected_after_an_injected_shift(build):
     assert any(600 <= o < 800 for o in offsets), offsets
     assert all(e["stream"] == "score" and e["detector"] == "ADWIN" for e in events)
     assert events[0]["position"] == ["memory", offsets[0]]
-    assert sum(r["alert"] for r in out["scores"].records[600:650]) > 10
+    assert sum(r["alert"] for r in out["scores"].records[600:610]) >= 5
 
 
 def test_one_model_per_key_and_the_model_cap(build):
@@ -142,10 +142,10 @@ def test_score_and_learn_failures_go_to_the_dead_letter_and_the_loop_goes_on(bui
     values = list(sensor_rows(100))
     values[10] = b'{"a": 500, "b": 1, "c": 1}'
     values[50] = b'{"a": 1, "b": 500, "c": 1}'
-    pipe, out = build(values, model_factory=lambda: Fussy(hidden=(3, 2), batch_size=8, seed=0))
+    pipe, out = build(values, model_factory=lambda: Fussy(batch_size=8, seed=0))
     summary = pipe.run()
     dead = out["dead_letter"].records
-    assert {(r["id"], r["stage"]) for r in dead if r["stage"] == "score"} == {("memory@10", "score")}
+    assert [r["id"] for r in dead if r["stage"] == "score"] == ["memory@10"]
     assert "too hot" in dead[0]["reason"]
     learn = [r for r in dead if r["stage"] == "learn"]
     assert "memory@50" in {r["id"] for r in learn}
@@ -155,9 +155,8 @@ def test_score_and_learn_failures_go_to_the_dead_letter_and_the_loop_goes_on(bui
 def test_classification_predicts_before_learning_and_watches_errors():
     values = labelled_rows(600)
     out = {name: MemorySink() for name in ("predictions", "drift", "dead_letter")}
-    pipe = Pipeline(values and __import__("streamal.connectors", fromlist=["x"]).MemorySource(
-        values), out, classifier, RecordDecoder(label_field="y"), task="classification",
-        drift=DriftMonitor("DDM"), poll_records=45)
+    pipe = Pipeline(MemorySource(values), out, classifier, RecordDecoder(label_field="y"),
+                    task="classification", drift=DriftMonitor("DDM"), poll_records=45)
     summary = pipe.run()
     preds = out["predictions"].records
     assert summary.predicted == len(preds) == 600 and summary.learnt == 600
@@ -176,4 +175,3 @@ def test_classification_predicts_before_learning_and_watches_errors():
     assert max_weight_diff(pipe.models[None], model) <= 1e-6
     assert pipe.models[None].classes == model.classes
     assert all(e["stream"] == "error" for e in out["drift"].records)
-    assert isinstance(pd.Series(dtype=object), pd.Series)
