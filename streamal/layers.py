@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from streamal.rule import competitive_delta
+from streamal.rule import competitive_delta, weighted_residual
 
 INIT_STD = 0.01
 
@@ -165,11 +165,7 @@ class LocallyConnectedLayer(nn.Module):
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The rule's weight change, location by location, without a dense matrix."""
-        residual = x - self.reconstruct(y)
-        if mask is not None:
-            residual = residual * mask
-        if rate is not None:
-            residual = residual * rate.unsqueeze(1)
+        residual = weighted_residual(x - self.reconstruct(y), rate, mask)
         grid = y.reshape(y.shape[0], self.out_channels, -1)
         return torch.einsum("bpl,bcl->lpc", self._unfold(residual), grid) / x.shape[0]
 

@@ -66,12 +66,28 @@ def competitive_delta(
     tensor([[0.3750],
             [0.0000]])
     """
-    residual = x - y @ weight.T
+    residual = weighted_residual(x - y @ weight.T, rate, mask)
+    return residual.T @ y / x.shape[0]
+
+
+def weighted_residual(
+    residual: torch.Tensor, rate: torch.Tensor | None, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """``r_b · (m_b ⊙ residual_b)`` for each record ``b`` (``None`` means ones).
+
+    Examples
+    --------
+    >>> import torch
+    >>> mask = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    >>> weighted_residual(torch.ones(2, 2), torch.tensor([1.0, -0.5]), mask)
+    tensor([[ 1.0000,  0.0000],
+            [-0.5000, -0.5000]])
+    """
     if mask is not None:
         residual = residual * mask
     if rate is not None:
         residual = residual * rate.unsqueeze(1)
-    return residual.T @ y / x.shape[0]
+    return residual
 
 
 def truncated_linear_gain(gap: torch.Tensor, slope: float = 5.0) -> torch.Tensor:
