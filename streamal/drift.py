@@ -138,7 +138,7 @@ def decode(state: Any, existing: Any = None) -> Any:
         if existing is None:
             raise ValueError("drift state has a method the rebuilt detector lacks")
         return existing
-    cls = _resolve(state["cls"])
+    cls: Any = _resolve(state["cls"])
     if tag == "obj":
         obj = existing if type(existing) is cls else cls.__new__(cls)
         restore_attributes(obj, state["v"])

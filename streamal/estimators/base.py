@@ -142,11 +142,14 @@ class ActivationEstimator:
             stop = min(len(values), start + self.batch_size - len(self._pending_values))
             chunk = values[start:stop]
             self._register(columns, chunk, labels[start:stop])
-            index = np.array([self._schema.index[c] for c in columns], dtype=int)
-            for row in chunk:
-                full = np.full(len(self._schema), np.nan)
-                full[index] = row
-                self._pending_values.append(full)
+            # columns still unknown here are all-missing in this chunk
+            index = self._schema.index
+            known = [(j, index[c]) for j, c in enumerate(columns) if c in index]
+            block = np.full((len(chunk), len(self._schema)), np.nan)
+            if known:
+                source, target = (np.array(t, dtype=int) for t in zip(*known))
+                block[:, target] = chunk[:, source]
+            self._pending_values.extend(block)
             self._pending_labels.extend(labels[start:stop])
             if len(self._pending_values) >= self.batch_size:
                 self.flush()

@@ -170,9 +170,8 @@ class QuantileThreshold(AlertPolicy):
     def threshold(self) -> float | None:
         """The threshold the next score will be compared with (None during warm-up)."""
         self._ensure()
-        if self._n < self.warmup or self._n == 0:
-            return None
-        return float(self._quantile.get())
+        value = self._quantile.get() if self._n >= max(1, self.warmup) else None
+        return None if value is None else float(value)
 
     def update(self, score: float) -> Decision:
         threshold = self.threshold

@@ -175,7 +175,10 @@ class Pipeline:
 
     # ---- control --------------------------------------------------------------------------------
     def request_stop(self) -> None:
-        """Finish the current micro-batch, checkpoint, and return from :meth:`run`."""
+        """Finish the current micro-batch, checkpoint, and return from :meth:`run`.
+
+        Thread-safe; a request made before :meth:`run` starts stops it at once.
+        """
         self._stop.set()
 
     def _checkpoint(self) -> None:
@@ -198,8 +201,7 @@ class Pipeline:
         """
         started = time.monotonic()
         self._ensure()
-        self._stop.clear()
-        stopped_by = {"why": None}
+        stopped_by: dict[str, str | None] = {"why": None}
         previous = self._install_signals(stopped_by)
         done = 0
         try:
@@ -231,6 +233,7 @@ class Pipeline:
                 self._emitter.flush()
         finally:
             self._restore_signals(previous)
+            self._stop.clear()
         summary = RunSummary(**{**self._summary.__dict__})
         summary.dead_lettered = dict(self._summary.dead_lettered)
         summary.records_this_run = done
@@ -239,7 +242,7 @@ class Pipeline:
         summary.seconds = time.monotonic() - started
         return summary
 
-    def _install_signals(self, stopped_by: dict[str, Any]) -> dict[int, Any] | None:
+    def _install_signals(self, stopped_by: dict[str, Any]) -> dict[Any, Any] | None:
         if threading.current_thread() is not threading.main_thread():
             return None
 
@@ -247,12 +250,12 @@ class Pipeline:
             stopped_by["why"] = "signal"
             self._stop.set()
 
-        previous = {}
+        previous: dict[Any, Any] = {}
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, handler)
         return previous
 
     @staticmethod
-    def _restore_signals(previous: dict[int, Any] | None) -> None:
+    def _restore_signals(previous: dict[Any, Any] | None) -> None:
         for signum, old in (previous or {}).items():
             signal.signal(signum, old)

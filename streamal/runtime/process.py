@@ -22,6 +22,7 @@ import pandas as pd
 
 from streamal.drift import DriftMonitor
 from streamal.encoding import FeatureLimitError, FeatureSchema
+from streamal.estimators.base import ActivationEstimator
 from streamal.runtime.alerts import AlertPolicy
 from streamal.runtime.decode import Decoded, DecodeError, RecordDecoder, text_key
 from streamal.runtime.outputs import Emitter, RunSummary, dead_letter
@@ -126,7 +127,7 @@ class Processor:
             names = set(known.names) if known is not None else None
             classes = set(getattr(lane.model, "classes", ()) or ())
             stop = start
-            while stop < len(rows) and (room is None or stop - start < room):
+            while stop < len(rows) and stop - start < room:
                 d = rows[stop][1]
                 stop += 1
                 if names is not None and not names.issuperset(d.features):
@@ -193,6 +194,9 @@ class Processor:
 
     def _judge(self, model: Any, X: pd.DataFrame, rows: list[Row]) -> list[Any]:
         """Per row: a score (anomaly), ``(prediction, proba)`` (classification) or an error."""
+        if len(rows) == 1 or not hasattr(model, "score_many" if self.task == "anomaly"
+                                         else "predict_proba_many"):
+            return [self._judge_one(model, d.features) for _, d in rows]
         try:
             if self.task == "anomaly":
                 scores = np.asarray(model.score_many(X), dtype=float)
@@ -236,14 +240,29 @@ class Processor:
         """
         if not keep:
             return
+        model: Any = lane.model
+        labelled = self.task == "classification"
+        if not isinstance(model, ActivationEstimator):  # a river model: one record at a time
+            for i in keep:
+                record, d = rows[i]
+                try:
+                    if labelled:
+                        model.learn_one(d.features, d.label)
+                    else:
+                        model.learn_one(d.features)
+                except Exception as exc:  # routed to the dead letter
+                    self._dead(record, "learn", _reason(exc), d)
+                    continue
+                self.summary.learnt += 1
+            return
         Xk = X.iloc[keep].reset_index(drop=True)
         Xk = Xk.loc[:, Xk.notna().any(axis=0)]
+        model = lane.model  # an ActivationEstimator subclass, with learn_many
         try:
-            if self.task == "classification":
-                labels = pd.Series([rows[i][1].label for i in keep], dtype=object)
-                lane.model.learn_many(Xk, labels)
+            if labelled:
+                model.learn_many(Xk, pd.Series([rows[i][1].label for i in keep], dtype=object))
             else:
-                lane.model.learn_many(Xk)
+                model.learn_many(Xk)
         except Exception as exc:  # routed to the dead letter
             for i in keep:
                 self._dead(rows[i][0], "learn", _reason(exc), rows[i][1])
@@ -265,13 +284,12 @@ class Processor:
                 self.emitter.emit("drift", event, d.key)
 
 
-def _room(model: Any) -> int | None:
-    """Rows the model can queue before it updates (None: unknown, judge all at once)."""
-    size = getattr(model, "batch_size", None)
-    if not isinstance(size, int) or isinstance(size, bool):
-        return None
+def _room(model: Any) -> int:
+    """Rows the model can queue before it updates (1 for models that learn every record)."""
+    if not isinstance(model, ActivationEstimator):
+        return 1
     pending = getattr(model, "_pending_values", None) or ()  # unset before the first record
-    return max(1, size - len(pending))
+    return max(1, model.batch_size - len(pending))
 
 
 def _prediction(proba: dict[Any, float]) -> tuple[Any, dict[str, float]]:

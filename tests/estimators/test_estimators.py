@@ -240,3 +240,13 @@ def test_unavailable_cuda_is_a_clear_error(monkeypatch):
     model = ActivationDetector(device="cuda")
     with pytest.raises(ValueError, match="CUDA is not available"):
         model.learn_one({"a": 1.0})
+
+
+def test_learn_many_with_a_column_missing_everywhere_so_far():
+    model = ActivationDetector(seed=0, batch_size=2)
+    model.learn_many(pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [np.nan, np.nan, 5.0]}))
+    assert model._schema.names == ["a", "b"]
+    one = ActivationDetector(seed=0, batch_size=2)
+    for row in ({"a": 1.0}, {"a": 2.0}, {"a": 3.0, "b": 5.0}):
+        one.learn_one(row)
+    assert_same_model(one, model)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+import torch
 
 from streamal import ActivationClassifier, ActivationDetector
 from streamal.connectors import MemorySink, MemorySource
@@ -64,6 +65,15 @@ def max_weight_diff(a, b) -> float:
     for k in wa:
         assert wa[k].shape == wb[k].shape, k
     return float(max(diffs))
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny micro-batches run faster on one thread, and much faster on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from conftest import SINKS, classifier, detector, labelled_rows, max_weight_diff, sensor_rows
 
 from streamal.checkpoint import CheckpointError, CheckpointStore
-from streamal.connectors import MemorySink, MemorySource
+from streamal.connectors import DeliveryError, MemorySink, MemorySource
 from streamal.drift import DriftMonitor
 from streamal.runtime import Pipeline, QuantileThreshold, RecordDecoder
 
@@ -235,3 +235,25 @@ def test_classification_resumes_exactly(build, tmp_path):
     joined = out1["predictions"].records + out2["predictions"].records
     assert [r["prediction"] for r in joined] == [
         r["prediction"] for r in out_whole["predictions"].records]
+
+
+def test_a_failed_delivery_ends_the_run_before_any_checkpoint_or_commit(build, tmp_path):
+    class Broken(MemorySink):
+        def flush(self):
+            raise DeliveryError("broker unreachable")
+
+    source = ScriptedSource(sensor_rows(300))
+    pipe = Pipeline(source, {"scores": Broken()}, detector, RecordDecoder(exclude=["sensor"]),
+                    checkpoint_dir=tmp_path, checkpoint_every_records=100, poll_records=50)
+    with pytest.raises(DeliveryError):
+        pipe.run()
+    assert source.commits == [] and CheckpointStore(tmp_path).list() == []
+
+
+def test_bad_configurations_are_refused(build):
+    with pytest.raises(ValueError, match="unknown sink"):
+        build([], sinks=("scores", "score"))[0].run()
+    with pytest.raises(ValueError, match="alerts apply"):
+        build([], task="classification", alerts=QuantileThreshold())[0].run()
+    with pytest.raises(ValueError, match="task must be"):
+        build([], task="regression")[0].run()

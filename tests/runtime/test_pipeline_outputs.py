@@ -175,3 +175,20 @@ def test_classification_predicts_before_learning_and_watches_errors():
     assert max_weight_diff(pipe.models[None], model) <= 1e-6
     assert pipe.models[None].classes == model.classes
     assert all(e["stream"] == "error" for e in out["drift"].records)
+
+
+def test_a_plain_river_model_is_judged_record_by_record(build):
+    from river import anomaly, preprocessing
+
+    def river_model():
+        return preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(n_trees=5, seed=1)
+
+    values = sensor_rows(150)
+    pipe, out = build(values, sinks=("scores",), model_factory=river_model, poll_records=40)
+    assert pipe.run().learnt == 150
+    model, expected = river_model(), []
+    for value in values:
+        x = {k: v for k, v in json.loads(value).items() if k != "sensor"}
+        expected.append(model.score_one(x))
+        model.learn_one(x)
+    assert [r["score"] for r in out["scores"].records] == expected
