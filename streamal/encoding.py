@@ -56,6 +56,11 @@ def validate_features(x: Mapping[str, Any]) -> dict[str, float]:
     """
     clean: dict[str, float] = {}
     for name, value in x.items():
+        if type(value) is float:  # the common case, without the ABC check
+            if not math.isfinite(value):
+                raise ValueError(f"feature {name!r} is not finite: {value!r}")
+            clean[str(name)] = float(value)
+            continue
         if value is None:
             continue
         if not isinstance(value, numbers.Real):

@@ -36,13 +36,15 @@ def resolve_device(device: str) -> torch.device:
 
 def frame_values(X: pd.DataFrame) -> np.ndarray:
     """A frame's values as float64 (NaN = missing); names the first bad column."""
-    for name in X.columns:
-        column = X[name]
-        if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
-            numeric = pd.to_numeric(column, errors="coerce")
-            bad = column[numeric.isna() & column.notna()]
-            if len(bad):
-                raise ValueError(f"feature {name!r} is not a number: {bad.iloc[0]!r}")
+    numeric_kinds = set("biuf")
+    if not all(dtype.kind in numeric_kinds for dtype in X.dtypes):
+        for name in X.columns:
+            column = X[name]
+            if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
+                numeric = pd.to_numeric(column, errors="coerce")
+                bad = column[numeric.isna() & column.notna()]
+                if len(bad):
+                    raise ValueError(f"feature {name!r} is not a number: {bad.iloc[0]!r}")
     values = X.to_numpy(dtype=np.float64, na_value=np.nan)
     infinite = np.isinf(values)
     if infinite.any():
@@ -78,6 +80,7 @@ class ActivationEstimator:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if not self.bias > 0:
             raise ValueError(f"bias must be positive, got {self.bias}")
+        self._resolved_device = resolve_device(self.device)
         self._schema = FeatureSchema(self.max_features)
         self._moments = RunningMoments()
         self._network: ActivationNetwork | None = None
@@ -120,7 +123,7 @@ class ActivationEstimator:
             decay=self.decay,
             generator=self._rngs["network"],
         )
-        self._network = net.to(resolve_device(self.device))
+        self._network = net.to(self._resolved_device)
 
     def _label_units(self) -> int:
         return 0
@@ -194,11 +197,12 @@ class ActivationEstimator:
         """Standardised, unit-length inputs and masks on the model's device."""
         z = self._moments.standardise(values)
         x, mask = unit_inputs(z, self.bias)
-        device = resolve_device(self.device)
+        device = self._resolved_device
         return (
-            torch.as_tensor(x, dtype=torch.float32, device=device),
-            torch.as_tensor(mask, dtype=torch.float32, device=device),
+            torch.from_numpy(x.astype(np.float32)).to(device),
+            torch.from_numpy(mask.astype(np.float32)).to(device),
         )
+
 
     def _query_values(self, rows: Sequence[Mapping[str, float]] | pd.DataFrame) -> np.ndarray:
         """Schema-aligned values of records to score; unknown features are ignored."""
@@ -271,7 +275,7 @@ class ActivationEstimator:
                 if k.startswith("network.")
             }
             net.load_state_dict(state)
-            self._network = net.to(resolve_device(self.device))
+            self._network = net.to(self._resolved_device)
 
     def _import_extra(self, meta: Mapping[str, Any]) -> None:
         """Restore what :meth:`_export_extra` wrote."""

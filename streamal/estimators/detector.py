@@ -111,10 +111,9 @@ class ActivationDetector(ActivationEstimator, AnomalyDetector):
     def _scores(self, values: np.ndarray) -> np.ndarray:
         if self._network is None:
             return np.ones(len(values))
-        x, _ = self._encode(values)
-        activation = self._network.activation(x)
-        strength = x.square().sum(dim=1)
-        return (1.0 - activation / strength).clamp(0.0, 1.0).cpu().numpy().astype(float)
+        x, _ = self._encode(values)  # unit length: the input strength ‖x‖² is 1
+        activation = self._network.activation(x).cpu().numpy().astype(float)
+        return np.clip(1.0 - activation, 0.0, 1.0)
 
     def score_one(self, x: dict) -> float:
         """Anomaly score of ``x`` in ``[0, 1]`` (1 before anything is learnt)."""
