@@ -14,7 +14,14 @@ Examples
 ('machines', (16, 8), 'sensor-alerts')
 """
 
-from .build import build_pipeline, build_sinks, build_source, model_factory, output_targets
+from .build import (
+    build_pipeline,
+    build_sinks,
+    build_source,
+    model_factory,
+    output_targets,
+    run_pipeline,
+)
 from .spec import Spec, SpecError, load_spec, packaged_specs, parse_override, parse_spec
 
 __all__ = [
@@ -29,4 +36,5 @@ __all__ = [
     "packaged_specs",
     "parse_override",
     "parse_spec",
+    "run_pipeline",
 ]

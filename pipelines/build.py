@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ __all__ = [
     "model_factory",
     "output_targets",
     "resolve_path",
+    "run_pipeline",
 ]
 
 BUNDLED_PREFIX = "bundled:"
@@ -128,14 +129,31 @@ def _output_broker(spec: Spec) -> tuple[Any, dict[str, Any]]:
 
 
 def model_factory(spec: Spec) -> Callable[[], Any]:
-    """A callable that builds a fresh, untrained estimator from the ``model`` table."""
+    """A callable that builds a fresh, untrained estimator from the ``model`` table.
+
+    Raises :class:`SpecError` when ``model.device`` names CUDA on a machine without it
+    (else every record would fail to score and go to the dead letter).
+    """
     model = spec["model"]
+    device = str(model.get("device", "cpu"))
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SpecError([("model.device", f"{device!r}, but CUDA is not available on this "
+                              "machine (use 'cpu' or 'auto')")], spec.origin)
     params = {k: v for k, v in model.items() if k not in MODEL_KEYS}
     return functools.partial(estimator_class(model["task"]), **params)
 
 
-def build_pipeline(spec: Spec) -> Any:
-    """A :class:`streamal.runtime.Pipeline` that runs ``spec``."""
+def build_pipeline(spec: Spec, sinks: Mapping[str, Sink] | None = None,
+                   observer: Any = None) -> Any:
+    """A :class:`streamal.runtime.Pipeline` that runs ``spec``.
+
+    ``sinks`` replaces the sinks of ``[outputs]`` (for instance wrapped ones, or
+    :class:`~streamal.connectors.MemorySink` objects in a notebook); ``observer`` is
+    handed to the pipeline (a :class:`streamal.runtime.observer.Observer`).
+    """
     from streamal import runtime
 
     decode, model, ck = spec["decode"], spec["model"], spec["checkpoint"]
@@ -146,9 +164,11 @@ def build_pipeline(spec: Spec) -> Any:
         time_field=decode["time_field"],
         label_field=decode["label_field"],
     )
+    if spec.get("scaleout") is not None:
+        return _scaleout_worker(spec, sinks, decoder)
     return runtime.Pipeline(
         build_source(spec),
-        build_sinks(spec),
+        build_sinks(spec) if sinks is None else sinks,
         model_factory(spec),
         decoder,
         task=model["task"],
@@ -161,7 +181,47 @@ def build_pipeline(spec: Spec) -> Any:
         checkpoint_every_seconds=ck["every_seconds"],
         keep_checkpoints=ck["keep"],
         poll_records=spec["run"]["poll_records"],
+        **({} if observer is None else {"observer": observer}),
     )
+
+
+def _scaleout_worker(spec: Spec, sinks: Mapping[str, Sink] | None, decoder: Any) -> Any:
+    """The scale-out worker of ``[scaleout]`` (see :mod:`streamal.runtime.scaleout`)."""
+    from streamal.runtime.scaleout import make_worker
+
+    scaleout, decode, model, ck = spec["scaleout"], spec["decode"], spec["model"], \
+        spec["checkpoint"]
+    mode = scaleout["mode"]
+    problems = []
+    if spec["source"]["type"] != "kafka":
+        problems.append(("scaleout.mode", "scale-out needs a kafka source"))
+    if mode == "shared" and model["per_key"]:
+        problems.append(("model.per_key", "shared mode has one model: use mode = 'per_key'"))
+    if mode == "per_key" and decode["key_field"] is None:
+        problems.append(("decode.key_field", "required when scaleout.mode = 'per_key'"))
+    if problems:
+        raise SpecError(problems, spec.origin)
+    per_key = decode["key_field"] if model["per_key"] or mode == "per_key" else None
+    return make_worker(
+        mode, source=build_source(spec), sinks=build_sinks(spec) if sinks is None else sinks,
+        model_factory=model_factory(spec), decoder=decoder, task=model["task"],
+        alerts=_alerts(spec), drift=_drift(spec), per_key=per_key,
+        max_models=model["max_models"], checkpoint_dir=ck["directory"],
+        checkpoint_every_records=ck["every_records"],
+        checkpoint_every_seconds=ck["every_seconds"], keep_checkpoints=ck["keep"],
+        poll_records=spec["run"]["poll_records"], backend=scaleout["backend"],
+        delta_scale=scaleout["delta_scale"], step_records=scaleout["step_records"],
+        sync_timeout=scaleout["sync_timeout"], check_every=scaleout["check_every"])
+
+
+def run_pipeline(spec: Spec, sinks: Mapping[str, Sink] | None = None,
+                 observer: Any = None) -> Any:
+    """Build the pipeline of ``spec`` and run it, honouring ``run.max_records``.
+
+    Returns the :class:`~streamal.runtime.RunSummary`. SIGTERM and SIGINT stop the run
+    after a final checkpoint when it runs in the main thread.
+    """
+    return build_pipeline(spec, sinks, observer).run(max_records=spec["run"]["max_records"])
 
 
 def _alerts(spec: Spec) -> Any:
@@ -171,7 +231,8 @@ def _alerts(spec: Spec) -> Any:
     from streamal import runtime
 
     if alerts["policy"] == "fixed":
-        return runtime.FixedThreshold(alerts["value"], learn_alerts=alerts["learn_alerts"])
+        return runtime.FixedThreshold(alerts["value"], alerts["warmup"],
+                                      learn_alerts=alerts["learn_alerts"])
     return runtime.QuantileThreshold(alerts["q"], alerts["warmup"], alerts["window"],
                                      learn_alerts=alerts["learn_alerts"])
 

@@ -149,7 +149,7 @@ ALERT_KEYS = {
     "policy": Key("str", "quantile", "quantile (online quantile of recent scores) or fixed",
                   choices=("quantile", "fixed")),
     "q": Key("float", 0.995, "quantile policy: alert above this quantile", check=_probability),
-    "warmup": Key("int", 500, "quantile policy: records scored before any alert",
+    "warmup": Key("int", 500, "records scored before any alert (a fresh model scores 1.0)",
                   check=_non_negative),
     "window": Key("int", 10_000, "quantile policy: recent scores the quantile is taken over",
                   check=_at_least_one),
@@ -196,6 +196,21 @@ RUN_KEYS = {
     "poll_records": Key("int", 500, "records read from the source at once", check=_at_least_one),
 }
 
+SCALEOUT_KEYS = {
+    "mode": Key("str", "per_partition", "per_partition, per_key or shared: how the workers of "
+                "one consumer group hold models", choices=("per_partition", "per_key", "shared")),
+    "backend": Key("str", "auto", "shared: torch.distributed backend (auto: nccl on CUDA, "
+                   "else gloo)", choices=("auto", "gloo", "nccl")),
+    "delta_scale": Key("str", "sum", "shared: apply the sum of the workers' deltas, or their "
+                       "mean", choices=("sum", "mean")),
+    "step_records": Key("int", None, "shared: records per worker per sync step (default "
+                        "model.batch_size)", check=_at_least_one),
+    "sync_timeout": Key("float", 120.0, "shared: seconds to wait for the other workers",
+                        check=_positive),
+    "check_every": Key("int", 0, "shared: verify every N sync steps that all workers hold "
+                       "the same state (0: never)", check=_non_negative),
+}
+
 TOP_KEYS = {
     "name": Key("str", None, "name of the pipeline, shown in logs"),
     "description": Key("str", None, "free text"),
@@ -210,6 +225,7 @@ TABLES: dict[str, dict[str, Key]] = {
     "outputs": OUTPUTS_KEYS,
     "checkpoint": CHECKPOINT_KEYS,
     "run": RUN_KEYS,
+    "scaleout": SCALEOUT_KEYS,
 }
 """Spec tables and their keys (``model`` also takes the estimator's parameters)."""
 
@@ -230,14 +246,17 @@ def model_keys(task: str) -> dict[str, Key]:
 
     Examples
     --------
+    >>> from streamal import ActivationDetector
     >>> keys = model_keys("anomaly")
-    >>> keys["hidden"].kind, keys["lr"].kind, keys["lr"].default, keys["seed"].kind
-    ('int_list', 'float', 0.05, 'int')
+    >>> keys["hidden"].kind, keys["lr"].kind, keys["seed"].kind, keys["device"].kind
+    ('int_list', 'float', 'int', 'str')
+    >>> keys["lr"].default == ActivationDetector().lr
+    True
 
     """
     cls = estimator_class(task)
     keys = dict(MODEL_KEYS)
-    for name, param in inspect.signature(cls.__init__).parameters.items():
+    for name, param in inspect.signature(cls).parameters.items():
         if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         annotation = str(param.annotation)

@@ -329,6 +329,7 @@ def validate(raw: Mapping[str, Any], origin: str | None = None) -> Spec:
     data["model"] = _check_model(present["model"], problems)
     data["alerts"] = _check_optional(raw, "alerts", problems)
     data["drift"] = _check_optional(raw, "drift", problems)
+    data["scaleout"] = _check_optional(raw, "scaleout", problems)
     data["outputs"] = _check_outputs(present["outputs"], problems)
     if data["drift"] is not None and "detector" in data["drift"]:
         _check_drift(data["drift"], problems)
@@ -414,7 +415,7 @@ def _check_drift(drift: dict[str, Any], problems: list[tuple[str, str]]) -> None
                                                                       DETECTORS)))
         return
     cls = found[0][1]
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    accepted = [p for p in inspect.signature(cls).parameters]
     for name in drift["params"]:
         if name not in accepted:
             problems.append((f"drift.params.{name}", f"not a parameter of {cls.__name__} "

@@ -26,9 +26,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from streamal.connectors.base import Sink
+
 __all__ = ["main"]
 
 logger = logging.getLogger("streamal.cli")
+events = logging.getLogger("streamal.events")
 
 DEMO_OUT = "streamal-demo"
 EXIT_SPEC = 2
@@ -43,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                         help="logging level (default INFO)")
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="torch CPU threads (default 1: micro-batches are small, and more "
+                             "threads mostly add contention)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     overrides = argparse.ArgumentParser(add_help=False)
@@ -77,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.threads >= 1:
+        import torch
+
+        torch.set_num_threads(args.threads)
     from streamal.pipelines import SpecError
 
     try:
@@ -90,18 +100,81 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecError as exc:
         print(f"streamal: {exc}", file=sys.stderr)
         return EXIT_SPEC
+    except BrokenPipeError:  # `streamal ... | head`: the reader left, nothing went wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 # ---- run -----------------------------------------------------------------------------------
-def _execute(spec: Any) -> tuple[Any, float]:
+class _EventLog(Sink):
+    """A sink wrapper that also logs one line per alert, drift event or dead letter."""
+
+    def __init__(self, kind: str, sink: Any) -> None:
+        self.kind = kind
+        self.sink = sink
+
+    def add(self, record: Mapping[str, Any], key: str | None = None) -> None:
+        self.sink.add(record, key=key)
+        if self.kind == "alerts":
+            events.info("alert %s key=%s score=%.4f threshold=%s", record.get("id"),
+                        record.get("key"), record.get("score", float("nan")),
+                        record.get("threshold"))
+        elif self.kind == "drift":
+            events.info("drift %s key=%s stream=%s detector=%s", record.get("id"),
+                        record.get("key"), record.get("stream"), record.get("detector"))
+        else:
+            events.warning("dead letter %s stage=%s: %s", record.get("id"), record.get("stage"),
+                           record.get("reason"))
+
+    def flush(self) -> None:
+        self.sink.flush()
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+def _log_observer() -> Any:
+    """An observer of the runtime that logs the start and every checkpoint, one line each."""
+    from streamal.runtime.observer import Observer
+
+    class LogObserver(Observer):
+        summary: Any = None
+
+        def started(self, summary: Any, resumed_at: float | None) -> None:
+            self.summary = summary
+            if resumed_at is None:
+                logger.info("started afresh (no checkpoint to resume from)")
+            else:
+                logger.info("resumed: %d records already processed, checkpoint written %s",
+                            summary.records_in,
+                            time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(resumed_at)))
+
+        def checkpoint(self, seconds: float, error: BaseException | None) -> None:
+            s = self.summary
+            if error is not None:
+                logger.warning("checkpoint failed after %.2f s (will retry): %s", seconds, error)
+            elif s is not None:
+                logger.info("checkpoint %d committed in %.2f s: records_in=%d scored=%d "
+                            "predicted=%d alerts=%d drift=%d dead_letters=%d", s.checkpoints,
+                            seconds, s.records_in, s.scored, s.predicted, s.alerted,
+                            s.drift_events, s.dead_lettered_total)
+
+    return LogObserver()
+
+
+def _execute(spec: Any, log_events: bool = True) -> tuple[Any, float]:
     """Build and run the pipeline of ``spec``; return its summary and the seconds it took."""
-    from streamal.pipelines import build_pipeline
+    from streamal.pipelines import build_sinks, run_pipeline
 
     name = spec["name"] or spec.origin or "pipeline"
     logger.info("pipeline %s: spec %s", name, json.dumps(spec.redacted(), default=str))
-    pipeline = build_pipeline(spec)
+    sinks = build_sinks(spec)
+    if log_events:
+        sinks = {kind: _EventLog(kind, sink) if kind in ("alerts", "drift", "dead_letter")
+                 else sink for kind, sink in sinks.items()}
     started = time.monotonic()
-    summary = pipeline.run(max_records=spec["run"]["max_records"])  # SIGTERM/SIGINT: stop
+    observer = _log_observer() if log_events else None
+    summary = run_pipeline(spec, sinks, observer)  # SIGTERM/SIGINT: stop, final checkpoint
     elapsed = time.monotonic() - started
     logger.info("pipeline %s: stopped (%s) after %.1f s: %s", name, summary.stopped_by, elapsed,
                 json.dumps(_counters(summary), default=str))
@@ -132,7 +205,7 @@ def _demo(out: str, overrides: Sequence[str]) -> int:
     spec = load_spec("demo", [f"outputs.directory={json.dumps(outputs)}",
                               f"checkpoint.directory={json.dumps(checkpoints)}", *overrides])
     _clear_demo(spec)
-    summary, elapsed = _execute(spec)
+    summary, elapsed = _execute(spec, log_events=False)
     counters = _counters(summary)
     targets = output_targets(spec)
     print(_demo_summary(spec, counters, targets, elapsed))
@@ -206,7 +279,7 @@ def _show_spec(source: str, overrides: Sequence[str]) -> int:
 
 # ---- checkpoint show -----------------------------------------------------------------------
 def _checkpoint_show(path: str, as_json: bool) -> int:
-    from streamal.checkpoint import CheckpointError, CheckpointStore, describe
+    from streamal.checkpoint import CheckpointError, CheckpointStore, describe, read_state
 
     target = Path(path)
     if target.is_dir():
@@ -217,17 +290,43 @@ def _checkpoint_show(path: str, as_json: bool) -> int:
         target = files[-1]
     try:
         info = describe(target)
+        meta = read_state(target)[1] if info["checksum_ok"] else None
     except CheckpointError as exc:
         print(f"streamal: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    pipeline = _pipeline_view(meta) if meta is not None else None
     if as_json:
-        print(json.dumps(info, indent=2, default=str))
+        print(json.dumps({**info, **({"pipeline": pipeline} if pipeline else {})}, indent=2,
+                         default=str))
     else:
-        print(_describe_text(info))
-    return 0 if info.get("checksum_ok", True) else EXIT_FAILED
+        print(_describe_text(info, pipeline))
+    return 0 if info["checksum_ok"] else EXIT_FAILED
 
 
-def _describe_text(info: Mapping[str, Any]) -> str:
+def _pipeline_view(meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What a pipeline checkpoint holds, for people: positions, counters, models, spec."""
+    if meta.get("kind") != "streamal.pipeline":
+        return None
+    written = meta.get("written_at")
+    models = []
+    for entry in meta.get("models", []):
+        model_meta = entry.get("meta") or {}
+        models.append({"key": entry.get("key"), "estimator": model_meta.get("estimator"),
+                       "features": model_meta.get("schema"),
+                       "learnt": model_meta.get("n_learnt"),
+                       "pending": len(model_meta.get("pending_labels") or [])})
+    return {
+        "written_at": None if written is None else time.strftime(
+            "%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(written))),
+        "positions": meta.get("positions"),
+        "counters": meta.get("counters"),
+        "models": models,
+        "spec": meta.get("spec"),
+        "fingerprint": meta.get("fingerprint"),
+    }
+
+
+def _describe_text(info: Mapping[str, Any], pipeline: Mapping[str, Any] | None) -> str:
     lines = [
         f"checkpoint {info['path']}",
         f"  sequence:        {info.get('sequence')}",
@@ -235,12 +334,31 @@ def _describe_text(info: Mapping[str, Any]) -> str:
         f"  size:            {info.get('size_bytes', 0):,} bytes",
         f"  checksum:        {'ok' if info.get('checksum_ok') else 'MISMATCH (altered file)'}",
     ]
-    meta = info.get("meta") or {}
-    if meta:
-        lines.append("  meta:")
-        width = max(len(str(k)) for k in meta) + 1
-        lines.extend(f"    {str(k) + ':':<{width}} {json.dumps(v, default=str)}"
-                     for k, v in meta.items())
+    if pipeline is not None:
+        lines.append(f"  written:         {pipeline['written_at']}")
+        lines.append("  positions (next offset to read):")
+        lines.extend(f"    {stream}: {offset}"
+                     for stream, offset in (pipeline["positions"] or {}).items())
+        counters = dict(pipeline["counters"] or {})
+        dead = counters.pop("dead_lettered", {}) or {}
+        lines.append("  counters:        " + ", ".join(f"{k}={v}" for k, v in counters.items()))
+        lines.append("  dead letters:    " + ", ".join(f"{k}={v}" for k, v in dead.items()))
+        lines.append(f"  models ({len(pipeline['models'])}):")
+        for model in pipeline["models"][:20]:
+            key = "(single model)" if model["key"] is None else model["key"]
+            lines.append(f"    {key}: {model['estimator']}, {model['learnt']} learnt, "
+                         f"{model['pending']} pending, features {model['features']}")
+        if len(pipeline["models"]) > 20:
+            lines.append(f"    ... and {len(pipeline['models']) - 20} more")
+        lines.append(f"  spec:            {json.dumps(pipeline['spec'], sort_keys=True)}")
+        lines.append(f"  fingerprint:     {pipeline['fingerprint']}")
+    else:
+        meta = info.get("meta") or {}
+        if meta:
+            lines.append("  meta:")
+            width = max(len(str(k)) for k in meta) + 1
+            lines.extend(f"    {str(k) + ':':<{width}} {json.dumps(v, default=str)}"
+                         for k, v in meta.items())
     arrays = info.get("arrays") or {}
     if arrays:
         lines.append(f"  arrays ({len(arrays)}):")

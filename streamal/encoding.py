@@ -34,6 +34,18 @@ import numpy as np
 Z_CLIP = 1e3
 """Standardised values are clipped to ±Z_CLIP so no finite input can overflow."""
 
+MAX_MAGNITUDE = 1e100
+"""Values beyond ±MAX_MAGNITUDE are rejected: their squares would overflow the running
+variance (1e300² is infinite) and spoil the feature for every later record."""
+
+
+def check_magnitude(name: object, value: float) -> None:
+    """Raise ``ValueError`` naming the feature when ``value`` is not finite or too large."""
+    if not math.isfinite(value):
+        raise ValueError(f"feature {name!r} is not finite: {value!r}")
+    if abs(value) > MAX_MAGNITUDE:
+        raise ValueError(f"feature {name!r} is too large: {value!r} (limit ±{MAX_MAGNITUDE:g})")
+
 
 class FeatureLimitError(ValueError):
     """A record would take the model past its cap on the number of features."""
@@ -57,17 +69,18 @@ def validate_features(x: Mapping[str, Any]) -> dict[str, float]:
     clean: dict[str, float] = {}
     for name, value in x.items():
         if type(value) is float:  # the common case, without the ABC check
-            if not math.isfinite(value):
-                raise ValueError(f"feature {name!r} is not finite: {value!r}")
-            clean[str(name)] = float(value)
+            check_magnitude(name, value)
+            clean[str(name)] = value
             continue
         if value is None:
             continue
         if not isinstance(value, numbers.Real):
             raise ValueError(f"feature {name!r} is not a number: {value!r}")
-        number = float(value)
-        if not math.isfinite(number):
-            raise ValueError(f"feature {name!r} is not finite: {value!r}")
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond the float range
+            raise ValueError(f"feature {name!r} is too large: {value!r}") from None
+        check_magnitude(name, number)
         clean[str(name)] = number
     return clean
 

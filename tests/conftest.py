@@ -95,3 +95,16 @@ def unique_name(request: pytest.FixtureRequest) -> str:
     """A topic/group name unique to this test run: ``<test name>-<random hex>``."""
     base = "".join(ch if ch.isalnum() else "-" for ch in request.node.name)[:60].strip("-")
     return f"{base}-{uuid.uuid4().hex[:8]}"
+
+
+# --- torch threads ---------------------------------------------------------------------------
+# The networks in tests are small: on a 2-core machine a second torch thread only adds
+# contention (learning loops ran 3-50x slower with 2 threads under load).
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> Iterator[None]:
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -19,7 +19,13 @@ import pandas as pd
 import torch
 
 from streamal import checkpoint
-from streamal.encoding import FeatureSchema, RunningMoments, unit_inputs
+from streamal.encoding import (
+    MAX_MAGNITUDE,
+    FeatureSchema,
+    RunningMoments,
+    check_magnitude,
+    unit_inputs,
+)
 from streamal.network import ActivationNetwork
 
 _TUPLE_PARAMS = ("hidden",)
@@ -46,10 +52,10 @@ def frame_values(X: pd.DataFrame) -> np.ndarray:
                 if len(bad):
                     raise ValueError(f"feature {name!r} is not a number: {bad.iloc[0]!r}")
     values = X.to_numpy(dtype=np.float64, na_value=np.nan)
-    infinite = np.isinf(values)
-    if infinite.any():
-        row, col = np.argwhere(infinite)[0]
-        raise ValueError(f"feature {X.columns[col]!r} is not finite: {values[row, col]!r}")
+    bad = np.abs(values) > MAX_MAGNITUDE  # ±inf too; NaN (missing) compares False
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        check_magnitude(X.columns[col], float(values[row, col]))
     return values
 
 

@@ -106,9 +106,12 @@ class FixedThreshold(AlertPolicy):
 class QuantileThreshold(AlertPolicy):
     """Alert when a score reaches the ``q``-quantile of the last ``window`` scores.
 
-    No alert is raised during the first ``warmup`` scores; the quantile is
-    river's ``stats.RollingQuantile``, fed with every score (alerted or not,
-    as river's ``QuantileFilter`` does), after the score has been judged.
+    The first ``warmup`` scores judge a model that is still learning, so they
+    raise no alert and are left out of the quantile. After them, the quantile
+    is river's ``stats.RollingQuantile``, fed with every score (alerted or not,
+    as river's ``QuantileFilter`` does) after the score has been judged; the
+    first alert can come once it holds ``ceil(1 / (1 − q))`` scores, enough
+    for the quantile to mean something.
 
     Parameters
     ----------
@@ -128,7 +131,7 @@ class QuantileThreshold(AlertPolicy):
     >>> rng = random.Random(0)
     >>> policy = QuantileThreshold(q=0.99, warmup=100, window=1000)
     >>> alerts = [policy.update(rng.random()).alert for _ in range(2000)]
-    >>> sum(alerts[:100]), 5 <= sum(alerts) <= 40, policy.update(5.0).alert
+    >>> sum(alerts[:200]), 5 <= sum(alerts) <= 40, policy.update(5.0).alert
     (0, True, True)
     >>> twin = policy.clone()
     >>> twin.load_state(policy.export_state())
@@ -170,14 +173,15 @@ class QuantileThreshold(AlertPolicy):
     def threshold(self) -> float | None:
         """The threshold the next score will be compared with (None during warm-up)."""
         self._ensure()
-        value = self._quantile.get() if self._n >= max(1, self.warmup) else None
+        needed = min(int(self.window), math.ceil(1.0 / (1.0 - self.q)))
+        value = self._quantile.get() if len(self._recent) >= needed else None
         return None if value is None else float(value)
 
     def update(self, score: float) -> Decision:
         threshold = self.threshold
         alert = threshold is not None and score >= threshold
         score = float(score)
-        if math.isfinite(score):
+        if math.isfinite(score) and self._n >= self.warmup:
             self._quantile.update(score)
             self._recent.append(score)
         self._n += 1

@@ -250,3 +250,12 @@ def test_learn_many_with_a_column_missing_everywhere_so_far():
     for row in ({"a": 1.0}, {"a": 2.0}, {"a": 3.0, "b": 5.0}):
         one.learn_one(row)
     assert_same_model(one, model)
+
+
+@pytest.mark.parametrize("value", [1e300, -1e200, 10**400])
+def test_huge_values_are_rejected_before_they_spoil_the_statistics(value):
+    model = ActivationDetector(seed=0)
+    with pytest.raises(ValueError, match="'temp' is too large"):
+        model.learn_one({"temp": value})
+    with pytest.raises(ValueError, match="'temp' is too large"):
+        model.learn_many(pd.DataFrame({"temp": [1.0, value if isinstance(value, float) else 1e300]}))

@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
+
+from streamal import ActivationClassifier, ActivationDetector
 from streamal.connectors import FileSink, FileSource, KafkaSink, KafkaSource
 from streamal.pipelines import (
     SpecError,
@@ -20,8 +22,6 @@ from streamal.pipelines import (
     parse_spec,
 )
 from streamal.pipelines.schema import KAFKA_SECURITY_KEYS, TABLES, model_keys
-
-from streamal import ActivationClassifier, ActivationDetector
 
 FILE_SPEC = """
 [source]
@@ -317,3 +317,42 @@ def test_sources_are_built_for_both_types(tmp_path: Path) -> None:
         build_source(load_spec("demo", ["source.path=bundled:x.csv"]))
     with pytest.raises(SpecError, match="source.path: no such file"):
         build_source(load_spec("demo", [f"source.path={str(tmp_path / 'none.csv')!r}"]))
+
+
+def test_build_pipeline_passes_every_table(tmp_path: Path) -> None:
+    from streamal.drift import DriftMonitor
+    from streamal.pipelines import build_pipeline
+    from streamal.runtime import FixedThreshold, QuantileThreshold
+
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"sensor": "a", "x": 1.0}\n')
+    base = [f"source.path={str(data)!r}", "decode.key_field=sensor", "decode.exclude=['seq']",
+            "model.per_key=true", "model.max_models=7", "checkpoint.directory=ck",
+            "checkpoint.every_records=50", "checkpoint.every_seconds=2", "checkpoint.keep=4",
+            "run.poll_records=64", "drift.detector=PageHinkley", "drift.params.threshold=10"]
+    pipe = build_pipeline(parse_spec(FILE_SPEC, [*base, "alerts.policy=fixed",
+                                                 "alerts.value=0.9", "alerts.warmup=10",
+                                                 "alerts.learn_alerts=false"]))
+    assert isinstance(pipe.alerts, FixedThreshold)
+    assert pipe.alerts.params() == {"value": 0.9, "warmup": 10, "learn_alerts": False}
+    assert isinstance(pipe.drift, DriftMonitor)
+    assert pipe.drift.get_params() == {"detector": "PageHinkley", "threshold": 10}
+    assert (pipe.task, pipe.per_key, pipe.max_models) == ("anomaly", "sensor", 7)
+    assert (pipe.checkpoint_dir, pipe.checkpoint_every_records, pipe.checkpoint_every_seconds,
+            pipe.keep_checkpoints, pipe.poll_records) == ("ck", 50, 2.0, 4, 64)
+    assert pipe.decoder.get_params() == {"features": None, "exclude": ["seq"],
+                                         "key_field": "sensor", "time_field": None,
+                                         "label_field": None}
+    pipe = build_pipeline(parse_spec(FILE_SPEC, [*base, "alerts.q=0.9", "alerts.window=99"]))
+    assert isinstance(pipe.alerts, QuantileThreshold)
+    assert pipe.alerts.params() == {"q": 0.9, "warmup": 500, "window": 99, "learn_alerts": True}
+    assert build_pipeline(parse_spec(FILE_SPEC, base)).alerts is None
+
+
+def test_a_cuda_device_without_cuda_is_a_spec_error() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")  # the check only applies without it
+    with pytest.raises(SpecError, match="model.device: 'cuda', but CUDA is not available"):
+        model_factory(parse_spec(FILE_SPEC, ["model.device=cuda"]))
