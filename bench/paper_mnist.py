@@ -52,7 +52,12 @@ PIXELS, ROW, CLASSES = 784, 28, 10
 WIDTH = PIXELS + CLASSES * ROW  # 1064
 LABELS = slice(PIXELS, WIDTH)
 PAPER = {  # test error in % (few-shot: accuracy in %)
-    "l1": 13.6, "l2": 3.30, "fb": 1.36, "n600": 9.74, "shot1": 48.4, "shot10": 85.0,
+    "l1": 13.6,
+    "l2": 3.30,
+    "fb": 1.36,
+    "n600": 9.74,
+    "shot1": 48.4,
+    "shot10": 85.0,
     "bp600": 16.17,
 }
 
@@ -81,7 +86,9 @@ class Data:
         f = lambda a: torch.as_tensor(a.reshape(len(a), -1) / 255.0, dtype=torch.float32)  # noqa: E731
         self.x_train, self.y_train = f(raw["x_train"]), torch.as_tensor(raw["y_train"]).long()
         self.x_test, self.y_test = f(raw["x_test"]), torch.as_tensor(raw["y_test"]).long()
-        self.fewshot = torch.as_tensor(np.load(fewshot), dtype=torch.float32) if fewshot.exists() else None
+        self.fewshot = (
+            torch.as_tensor(np.load(fewshot), dtype=torch.float32) if fewshot.exists() else None
+        )
         if quick:  # small test sets keep the CPU smoke run short
             self.x_test, self.y_test = self.x_test[:1000], self.y_test[:1000]
         move = lambda t: t.to(device)  # noqa: E731
@@ -97,17 +104,27 @@ class Data:
 
 # ---- the engine ------------------------------------------------------------
 def new_network(layers: int, lr: float, seed: int, device) -> ActivationNetwork:
-    net = ActivationNetwork.dense(WIDTH, [WIDTH] * layers, activation="std_abs", lr=lr,
-                                  decay=0.995, seed=seed)
+    net = ActivationNetwork.dense(
+        WIDTH, [WIDTH] * layers, activation="std_abs", lr=lr, decay=0.995, seed=seed
+    )
     return net.to(device)
 
 
 @torch.no_grad()
-def class_activations(net: ActivationNetwork, pixels: torch.Tensor, chunk: int = 2000) -> torch.Tensor:
+def class_activations(
+    net: ActivationNetwork, pixels: torch.Tensor, chunk: int = 2000
+) -> torch.Tensor:
     cands = label_blocks(pixels.device)
-    out = [candidate_activations(net, records(p, None, p.device), LABELS, cands)
-           for p in pixels.split(chunk)]
+    out = [
+        candidate_activations(net, records(p, None, p.device), LABELS, cands)
+        for p in pixels.split(chunk)
+    ]
     return torch.cat(out)
+
+
+def predictor(net: ActivationNetwork):
+    """The class of each image: the label block with the largest output activation."""
+    return lambda pixels: class_activations(net, pixels).argmax(dim=1)
 
 
 def error(net: ActivationNetwork, pixels: torch.Tensor, labels: torch.Tensor) -> float:
@@ -139,7 +156,9 @@ class Feedback:
         if self.normalise:
             self.level = 0.99 * self.level + 0.01 * float(gamma.mean())
             gamma = gamma / max(self.level, 0.01)
-        x = torch.cat([records(pixels, labels, pixels.device), records(pixels, wrong, pixels.device)])
+        x = torch.cat(
+            [records(pixels, labels, pixels.device), records(pixels, wrong, pixels.device)]
+        )
         # the rule averages over the 2B rows: ×2 gives the paper's per-sample rates
         rate = 2.0 * torch.cat([gamma, -self.unlearn * gamma])
         net.learn(x, rate=rate)
@@ -158,8 +177,20 @@ class Deadline:
         return max(1.0, (self.end - time.monotonic() - reserve) / max(runs_left, 1))
 
 
-def train(net, pixels, labels, steps, *, batch=100, feedback=None, evaluate=None,
-          eval_every=None, budget=None, seed=0, log=""):
+def train(
+    net,
+    pixels,
+    labels,
+    steps,
+    *,
+    batch=100,
+    feedback=None,
+    evaluate=None,
+    eval_every=None,
+    budget=None,
+    seed=0,
+    log="",
+):
     """The schedule: ``steps`` micro-batches, learning rate ×0.1 for the last 10 %.
 
     With a ``budget`` (seconds) the number of steps shrinks to what fits, measured as
@@ -170,12 +201,17 @@ def train(net, pixels, labels, steps, *, batch=100, feedback=None, evaluate=None
     n, batch = len(pixels), min(batch, len(pixels))
     base_lr, start, step, order = net.lr, time.monotonic(), 0, None
     eval_every = eval_every or max(steps // 20, 1)
-    position = n
+    position, target, dropped = n, steps, False
+    mark = (start, 0)  # time and step of the last pace estimate
     while step < steps:
-        if budget is not None and step and step % 200 == 0:
-            per_step = (time.monotonic() - start) / step
-            steps = max(step + 1, min(steps, int(budget / per_step)))
-        net.lr = base_lr * (0.1 if step >= int(0.9 * steps) else 1.0)
+        if budget is not None and step and step % 200 == 0 and not dropped:
+            # re-estimated from the recent pace, up to the planned schedule, until the drop
+            now = time.monotonic()
+            recent = (now - mark[0]) / (step - mark[1])
+            mark = (now, step)
+            steps = max(step + 1, min(target, step + int((budget - (now - start)) / recent)))
+        dropped = dropped or step >= int(0.9 * steps)
+        net.lr = base_lr * (0.1 if dropped else 1.0)
         if position + batch > n:
             order, position = torch.randperm(n, generator=gen, device=pixels.device), 0
         idx = order[position : position + batch]
@@ -206,12 +242,29 @@ def train_with_validation(data, layers, lr, steps, args, budget, feedback=None, 
         if val < best["val"]:
             best.update(val=val, test=test, step=step)
 
-    ran = train(net, *data.fit, steps, feedback=feedback, evaluate=evaluate, budget=budget,
-                seed=args.seed, log=tag)
+    ran = train(
+        net,
+        *data.fit,
+        steps,
+        feedback=feedback,
+        evaluate=evaluate,
+        budget=budget,
+        seed=args.seed,
+        log=tag,
+    )
     last = curve[-1]
-    result = {"lr": lr, "layers": layers, "steps": ran, "epochs": ran * 100 / len(data.fit[0]),
-              "val_best": best["val"], "test_at_best_val": best["test"], "best_step": best["step"],
-              "val_final": last[1], "test_final": last[2], "curve": curve}
+    result = {
+        "lr": lr,
+        "layers": layers,
+        "steps": ran,
+        "epochs": ran * 100 / len(data.fit[0]),
+        "val_best": best["val"],
+        "test_at_best_val": best["test"],
+        "best_step": best["step"],
+        "val_final": last[1],
+        "test_final": last[2],
+        "curve": curve,
+    }
     return net, result
 
 
@@ -264,7 +317,9 @@ def save_grid(images: torch.Tensor, rows: int, path: Path) -> None:
     grid = torch.zeros(rows * (ROW + 2), cols * (ROW + 2))
     for i, im in enumerate(imgs):
         r, c = divmod(i, cols)
-        grid[r * (ROW + 2) + 1 : r * (ROW + 2) + 1 + ROW, c * (ROW + 2) + 1 : c * (ROW + 2) + 1 + ROW] = im
+        grid[
+            r * (ROW + 2) + 1 : r * (ROW + 2) + 1 + ROW, c * (ROW + 2) + 1 : c * (ROW + 2) + 1 + ROW
+        ] = im
     path.parent.mkdir(parents=True, exist_ok=True)
     plt.imsave(path, grid.numpy(), cmap="gray", vmin=0.0, vmax=1.0)
 
@@ -274,7 +329,9 @@ def pictures(net, data, args, tag) -> dict:
     device, per_class = args.device, 4 if args.quick else 8
     steps = 50 if args.quick else 300
     labels = torch.arange(CLASSES, device=device).repeat_interleave(per_class)
-    x = torch.cat([torch.zeros(len(labels), PIXELS, device=device), label_blocks(device)[labels]], 1)
+    x = torch.cat(
+        [torch.zeros(len(labels), PIXELS, device=device), label_blocks(device)[labels]], 1
+    )
     free = torch.zeros_like(x, dtype=torch.bool)
     free[:, :PIXELS] = True
     out = Path(args.pictures)
@@ -290,17 +347,30 @@ def pictures(net, data, args, tag) -> dict:
     free[:, 14 * ROW : PIXELS] = True
     filled = complete(net, x, free, steps=steps, generator=gen)
     save_grid(torch.cat([pixels, top, filled[:, :PIXELS]]), 3, out / f"completed_{tag}.png")
-    return {"completion_top_half_correct": int((pred == truth).sum()), "of": len(truth),
-            "files": [f"generated_plain_{tag}.png", f"generated_noise_{tag}.png",
-                      f"completed_{tag}.png"]}
+    return {
+        "completion_top_half_correct": int((pred == truth).sum()),
+        "of": len(truth),
+        "files": [
+            f"generated_plain_{tag}.png",
+            f"generated_noise_{tag}.png",
+            f"completed_{tag}.png",
+        ],
+    }
 
 
 # ---- backprop reference ----------------------------------------------------
 def mlp(width: int, norm: bool, device) -> nn.Module:
     bn = (lambda: nn.BatchNorm1d(width)) if norm else (lambda: nn.Identity())
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(PIXELS, width), bn(), nn.ReLU(), nn.Linear(width, width), bn(),
-                         nn.ReLU(), nn.Linear(width, CLASSES)).to(device)
+    return nn.Sequential(
+        nn.Linear(PIXELS, width),
+        bn(),
+        nn.ReLU(),
+        nn.Linear(width, width),
+        bn(),
+        nn.ReLU(),
+        nn.Linear(width, CLASSES),
+    ).to(device)
 
 
 def bp_train(model, pixels, labels, steps, lr=1e-3, seed=0):
@@ -308,7 +378,9 @@ def bp_train(model, pixels, labels, steps, lr=1e-3, seed=0):
     gen = torch.Generator(device=pixels.device).manual_seed(seed)
     model.train()
     for _ in range(steps):
-        idx = torch.randint(0, len(pixels), (min(100, len(pixels)),), generator=gen, device=pixels.device)
+        idx = torch.randint(
+            0, len(pixels), (min(100, len(pixels)),), generator=gen, device=pixels.device
+        )
         loss = nn.functional.cross_entropy(model(pixels[idx]), labels[idx])
         opt.zero_grad()
         loss.backward()
@@ -324,8 +396,7 @@ def run_no_feedback(data, args, layers) -> dict:
         tag = f"l{layers}_lr{lr:g}"
         net, res = train_with_validation(data, layers, lr, args.steps, args, budget, tag=tag)
         if layers == 2:
-            predict = lambda p: class_activations(net, p).argmax(dim=1)  # noqa: E731
-            res["robustness"] = robustness(predict, data)
+            res["robustness"] = robustness(predictor(net), data)
             res["pictures"] = pictures(net, data, args, tag)
         results[f"{lr:g}"] = res
     return results
@@ -337,9 +408,10 @@ def run_feedback(data, args) -> dict:
         budget = deadline.share(len(args.lrs) - i, reserve=20.0)
         tag = f"fb_{args.gain}_lr{lr:g}"
         fb = Feedback(args.gain, normalise=not args.no_gain_norm)
-        net, res = train_with_validation(data, 2, lr, args.steps, args, budget, feedback=fb, tag=tag)
-        predict = lambda p: class_activations(net, p).argmax(dim=1)  # noqa: E731
-        res["robustness"] = robustness(predict, data)
+        net, res = train_with_validation(
+            data, 2, lr, args.steps, args, budget, feedback=fb, tag=tag
+        )
+        res["robustness"] = robustness(predictor(net), data)
         res.update(gain=args.gain, gain_normalised=not args.no_gain_norm)
         results[f"{lr:g}"] = res
     return results
@@ -355,12 +427,29 @@ def run_small(data, args) -> dict:
             sets[f"shot{n}"] = (data.fewshot[keep], few_y[keep])
     for i, (name, (px, y)) in enumerate(sets.items()):
         net = new_network(2, lr, args.seed, args.device)
-        curve = []
-        steps = train(net, px, y, args.small_steps, budget=deadline.share(len(sets) - i, 5.0),
-                      seed=args.seed, log=name, eval_every=max(args.small_steps // 5, 1),
-                      evaluate=lambda s: curve.append((s, error(net, data.x_test, data.y_test))))
-        out[name] = {"lr": lr, "train_size": len(px), "steps": steps, "test_error": curve[-1][1],
-                     "curve": curve}
+        curve: list = []
+
+        def evaluate(step, net=net, curve=curve):
+            curve.append((step, error(net, data.x_test, data.y_test)))
+
+        steps = train(
+            net,
+            px,
+            y,
+            args.small_steps,
+            budget=deadline.share(len(sets) - i, 5.0),
+            seed=args.seed,
+            log=name,
+            eval_every=max(args.small_steps // 5, 1),
+            evaluate=evaluate,
+        )
+        out[name] = {
+            "lr": lr,
+            "train_size": len(px),
+            "steps": steps,
+            "test_error": curve[-1][1],
+            "curve": curve,
+        }
         print(f"  {name}: test error {curve[-1][1]:.2f}%", flush=True)
     return out
 
@@ -382,13 +471,20 @@ def run_online(data, args) -> dict:
     for lr in args.online_lrs:
         for fbk in (False, True):
             net, fb = new_network(2, lr, args.seed, args.device), Feedback("lead") if fbk else None
-            learn = (lambda p, y: fb.step(net, p, y)) if fbk else (
-                lambda p, y: net.learn(records(p, y, p.device)))
+
+            def learn(p, y, net=net, fb=fb):
+                if fb is not None:
+                    fb.step(net, p, y)
+                else:
+                    net.learn(records(p, y, p.device))
+
             key = f"al_lr{lr:g}" + ("_fb" if fbk else "")
-            out[key] = stream(lambda p: class_activations(net, p).argmax(dim=1), learn)
+            out[key] = stream(predictor(net), learn)
             print(f"  online {key}: {out[key]['accuracy']:.2f}%", flush=True)
-    for name, opt_fn in (("adam1e-3", lambda m: torch.optim.Adam(m.parameters(), 1e-3)),
-                         ("sgd0.1m0.9", lambda m: torch.optim.SGD(m.parameters(), 0.1, momentum=0.9))):
+    for name, opt_fn in (
+        ("adam1e-3", lambda m: torch.optim.Adam(m.parameters(), 1e-3)),
+        ("sgd0.1m0.9", lambda m: torch.optim.SGD(m.parameters(), 0.1, momentum=0.9)),
+    ):
         model = mlp(WIDTH, False, args.device)
         opt = opt_fn(model)
 
@@ -409,8 +505,10 @@ def run_online(data, args) -> dict:
 
 def run_bp(data, args) -> dict:
     out = {}
-    for name, (px, y), steps in (("full", data.fit, args.bp_steps),
-                                 ("n600", (data.x_train[-600:], data.y_train[-600:]), args.bp_steps)):
+    for name, (px, y), steps in (
+        ("full", data.fit, args.bp_steps),
+        ("n600", (data.x_train[-600:], data.y_train[-600:]), args.bp_steps),
+    ):
         model = mlp(WIDTH, True, args.device)
         bp_train(model, px, y, steps, seed=args.seed)
 
@@ -437,44 +535,65 @@ def report(out: Path) -> str:
     lines = ["| experiment | ours | paper | notes |", "|---|---|---|---|"]
 
     def pick(prefix):  # best validation over all lr (and files) of a run
-        cands = [(v["val_best"], k, lr, v) for k, d in r.items() if k.startswith(prefix)
-                 for lr, v in d["results"].items()]
+        cands = [
+            (v["val_best"], k, lr, v)
+            for k, d in r.items()
+            if k.startswith(prefix)
+            for lr, v in d["results"].items()
+        ]
         return min(cands, key=lambda c: c[0]) if cands else None
 
-    for key, label, col in (("l1", "1 layer, no feedback (early stop)", "test_at_best_val"),
-                            ("l2", "2 layers, no feedback", "test_final"),
-                            ("fb_lead", "2 layers, feedback, γ=clip(1−5g) (lead)", "test_final"),
-                            ("fb_printed", "2 layers, feedback, γ=clip(5g+1) (printed)", "test_final")):
+    for key, label, col in (
+        ("l1", "1 layer, no feedback (early stop)", "test_at_best_val"),
+        ("l2", "2 layers, no feedback", "test_final"),
+        ("fb_lead", "2 layers, feedback, γ=clip(1−5g) (lead)", "test_final"),
+        ("fb_printed", "2 layers, feedback, γ=clip(5g+1) (printed)", "test_final"),
+    ):
         best = pick(key)
         if best:
             v = best[3]
-            tried = sorted({lr for k, d in r.items() if k.startswith(key) for lr in d["results"]},
-                           key=float)
-            note = (f"lr {best[2]} (chosen on val among {', '.join(tried)}), {v['steps']} steps "
-                    f"= {v['epochs']:.1f} epochs; val {v['val_best']:.2f}%; best-val test "
-                    f"{v['test_at_best_val']:.2f}%, final {v['test_final']:.2f}%")
-            lines.append(f"| {label} | {v[col]:.2f} % err | {PAPER[key[:2] if key[:2] != 'fb' else 'fb']} % | {note} |")
+            tried = sorted(
+                {lr for k, d in r.items() if k.startswith(key) for lr in d["results"]}, key=float
+            )
+            note = (
+                f"lr {best[2]} (chosen on val among {', '.join(tried)}), {v['steps']} steps "
+                f"= {v['epochs']:.1f} epochs; val {v['val_best']:.2f}%; best-val test "
+                f"{v['test_at_best_val']:.2f}%, final {v['test_final']:.2f}%"
+            )
+            ref = PAPER["fb" if key.startswith("fb") else key]
+            lines.append(f"| {label} | {v[col]:.2f} % err | {ref} % | {note} |")
     if "small" in r:
         for name, v in r["small"]["results"].items():
             if name == "n600":
-                lines.append(f"| 600 samples, 2 layers | {v['test_error']:.2f} % err | 9.74 % | "
-                             f"{v['steps']} steps, lr {v['lr']} |")
+                lines.append(
+                    f"| 600 samples, 2 layers | {v['test_error']:.2f} % err | 9.74 % | "
+                    f"{v['steps']} steps, lr {v['lr']} |"
+                )
             else:
                 paper = {"shot1": "48.4 %", "shot10": "85.0 %"}.get(name, "fig. 9c")
-                lines.append(f"| {name[4:]}-shot | {100 - v['test_error']:.2f} % acc | {paper} acc | "
-                             f"{v['steps']} steps, lr {v['lr']} |")
+                lines.append(
+                    f"| {name[4:]}-shot | {100 - v['test_error']:.2f} % acc | {paper} acc | "
+                    f"{v['steps']} steps, lr {v['lr']} |"
+                )
     if "bp" in r:
         for name, v in r["bp"]["results"].items():
             paper = {"full": "~1.4 %", "n600": "16.17 % (3-layer)"}[name]
-            lines.append(f"| backprop MLP 1064-1064-10 BN, {name} | {v['test_error']:.2f} % err | "
-                         f"{paper} | Adam 1e-3, {v['steps']} steps |")
+            lines.append(
+                f"| backprop MLP 1064-1064-10 BN, {name} | {v['test_error']:.2f} % err | "
+                f"{paper} | Adam 1e-3, {v['steps']} steps |"
+            )
     if "online" in r:
         for name, v in r["online"]["results"].items():
-            lines.append(f"| online prequential {name} | {v['accuracy']:.2f} % acc | — | "
-                         f"one pass, {v['records']} records, batch 100, {v['seconds']:.1f}s |")
+            lines.append(
+                f"| online prequential {name} | {v['accuracy']:.2f} % acc | — | "
+                f"one pass, {v['records']} records, batch 100, {v['seconds']:.1f}s |"
+            )
     rob = []
-    for key, label in (("l2", "AL 2 layers"), ("fb_lead", "AL feedback (lead γ)"),
-                       ("fb_printed", "AL feedback (printed γ)")):
+    for key, label in (
+        ("l2", "AL 2 layers"),
+        ("fb_lead", "AL feedback (lead γ)"),
+        ("fb_printed", "AL feedback (printed γ)"),
+    ):
         best = pick(key)
         if best and "robustness" in best[3]:
             rob.append((label, best[3]["robustness"]))
@@ -483,26 +602,44 @@ def report(out: Path) -> str:
     if rob:
         m = list(rob[0][1]["masked_rows"])
         w = list(rob[0][1]["line_width"])
-        lines += ["", "Robustness, test error % (masked: bottom a of 28 rows zeroed; lines: one "
-                  "random line of width w, image binarised)", "",
-                  "| model | " + " | ".join(f"a={a}" for a in m) + " | " +
-                  " | ".join(f"line w={x}" for x in w) + " |",
-                  "|---" * (1 + len(m) + len(w)) + "|"]
+        lines += [
+            "",
+            "Robustness, test error % (masked: bottom a of 28 rows zeroed; lines: one "
+            "random line of width w, image binarised)",
+            "",
+            "| model | "
+            + " | ".join(f"a={a}" for a in m)
+            + " | "
+            + " | ".join(f"line w={x}" for x in w)
+            + " |",
+            "|---" * (1 + len(m) + len(w)) + "|",
+        ]
         for label, v in rob:
-            lines.append(f"| {label} | " + " | ".join(f"{v['masked_rows'][a]:.2f}" for a in m) +
-                         " | " + " | ".join(f"{v['line_width'][x]:.2f}" for x in w) + " |")
+            lines.append(
+                f"| {label} | "
+                + " | ".join(f"{v['masked_rows'][a]:.2f}" for a in m)
+                + " | "
+                + " | ".join(f"{v['line_width'][x]:.2f}" for x in w)
+                + " |"
+            )
     return "\n".join(lines)
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("data", nargs="?", default=str(DEFAULT_DATA))
     p.add_argument("--fewshot", default=str(DEFAULT_FEWSHOT))
     p.add_argument("--device", default="cpu")
-    p.add_argument("--run", nargs="+", default=[], choices=["l1", "l2", "fb", "small", "online", "bp"])
+    p.add_argument(
+        "--run", nargs="+", default=[], choices=["l1", "l2", "fb", "small", "online", "bp"]
+    )
     p.add_argument("--lrs", default="0.1", help="comma-separated learning rates")
     p.add_argument("--online-lrs", default="0.1,0.3,1.0")
-    p.add_argument("--steps", type=int, default=60000, help="full-data schedule (the authors': 60 000)")
+    p.add_argument(
+        "--steps", type=int, default=60000, help="full-data schedule (the authors': 60 000)"
+    )
     p.add_argument("--small-steps", type=int, default=10000, help="600-sample / few-shot schedule")
     p.add_argument("--bp-steps", type=int, default=11000)
     p.add_argument("--gain", choices=["lead", "printed"], default="lead")
@@ -527,11 +664,19 @@ def main(argv=None) -> None:
     args.lrs = [float(v) for v in args.lrs.split(",")]
     args.online_lrs = [float(v) for v in args.online_lrs.split(",")]
     if args.quick:
-        args.steps, args.small_steps, args.bp_steps = min(args.steps, 150), min(args.small_steps, 60), 100
+        args.steps, args.small_steps, args.bp_steps = (
+            min(args.steps, 150),
+            min(args.small_steps, 60),
+            100,
+        )
     data = Data(Path(args.data), Path(args.fewshot), args.device, args.quick)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"device": str(torch.cuda.get_device_name(0)) if args.device.startswith("cuda") else "cpu",
-            "threads": torch.get_num_threads(), "quick": args.quick, "torch": torch.__version__}
+    meta = {
+        "device": str(torch.cuda.get_device_name(0)) if args.device.startswith("cuda") else "cpu",
+        "threads": torch.get_num_threads(),
+        "quick": args.quick,
+        "torch": torch.__version__,
+    }
     for run in args.run:
         t0 = time.monotonic()
         if run in ("l1", "l2"):
@@ -540,9 +685,15 @@ def main(argv=None) -> None:
         elif run == "fb":
             res, name = run_feedback(data, args), f"fb_{args.gain}"
         else:
-            res, name = {"small": run_small, "online": run_online, "bp": run_bp}[run](data, args), run
-        (out / f"{name}.json").write_text(json.dumps(
-            {"meta": {**meta, "seconds": time.monotonic() - t0}, "results": res}, indent=1))
+            res, name = (
+                {"small": run_small, "online": run_online, "bp": run_bp}[run](data, args),
+                run,
+            )
+        (out / f"{name}.json").write_text(
+            json.dumps(
+                {"meta": {**meta, "seconds": time.monotonic() - t0}, "results": res}, indent=1
+            )
+        )
         print(f"{run} done in {time.monotonic() - t0:.1f}s", flush=True)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
@@ -117,6 +117,32 @@ class KafkaSource(Source):
         self._positions: dict[TopicPartition, int] = {}  # next offset to read, where known
         self._ends: dict[TopicPartition, int] = {}  # end offsets when first seen (stop_at_end)
         self._behind: dict[TopicPartition, float] = {}  # since when position > end offset
+        self._on_assign: Callable[[list[str]], Mapping[str, int] | None] | None = None
+        self._on_revoke: Callable[[list[str]], None] | None = None
+
+    def set_rebalance_callbacks(
+        self,
+        on_assign: Callable[[list[str]], Mapping[str, int] | None] | None = None,
+        on_revoke: Callable[[list[str]], None] | None = None,
+    ) -> None:
+        """Hooks for scale-out workers, called inside :meth:`poll` with stream names.
+
+        ``on_revoke(streams)`` runs before partitions go to another member (a
+        worker checkpoints them there); ``on_assign(streams)`` runs when
+        partitions arrive (also for an explicit assignment, on connect) and may
+        return their positions, which win over the ones known here. An
+        exception in either ends :meth:`poll` with a ``KafkaError``.
+        """
+        self._on_assign, self._on_revoke = on_assign, on_revoke
+
+    def _assigned(self, tps: Iterable[TopicPartition]) -> None:
+        """Ask ``on_assign`` for positions of newly assigned partitions, then place them."""
+        tps = list(tps)
+        if self._on_assign is not None and tps:
+            known = self._on_assign(sorted(stream_of(tp) for tp in tps))
+            for stream, offset in (known or {}).items():
+                self._positions[partition_of(stream)] = int(offset)
+        self._place(tps)
 
     def _assignment(self) -> list[TopicPartition]:
         assert self.partitions is not None
@@ -139,7 +165,7 @@ class KafkaSource(Source):
             else:
                 tps = self._assignment()
                 consumer.assign(tps)
-                self._place(tps)
+                self._assigned(tps)
         return self._consumer
 
     def _place(self, tps: Iterable[TopicPartition]) -> None:
@@ -214,6 +240,22 @@ class KafkaSource(Source):
             tp in self._ends and self._positions.get(tp, -1) >= self._ends[tp] for tp in assigned
         )
 
+    def lag(self) -> dict[str, int]:
+        """Records behind the end of each assigned partition, where known.
+
+        The end is the high watermark of the last fetch response, not
+        ``end_offsets()`` (which tansu's s3 engine answers wrongly); a partition
+        not fetched from yet is left out.
+        """
+        if self._consumer is None:
+            return {}
+        lags = {}
+        for tp in self._consumer.assignment():
+            end, position = self._consumer.highwater(tp), self._positions.get(tp)
+            if end is not None and position is not None:
+                lags[stream_of(tp)] = max(0, end - position)
+        return lags
+
     def seek(self, positions: Mapping[str, int]) -> None:
         self._positions = {
             tp: offset for tp, offset in ((partition_of(s), o) for s, o in positions.items())
@@ -244,10 +286,12 @@ class _Listener(ConsumerRebalanceListener):
         self.source = source
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        pass  # positions are tracked as records are delivered
+        # positions are tracked as records are delivered
+        if self.source._on_revoke is not None and revoked:
+            self.source._on_revoke(sorted(stream_of(tp) for tp in revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        self.source._place(assigned)
+        self.source._assigned(assigned)
 
 
 def _decode_key(key: bytes | None) -> bytes | str | None:

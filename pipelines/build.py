@@ -165,7 +165,7 @@ def build_pipeline(spec: Spec, sinks: Mapping[str, Sink] | None = None,
         label_field=decode["label_field"],
     )
     if spec.get("scaleout") is not None:
-        return _scaleout_worker(spec, sinks, decoder)
+        return _scaleout_worker(spec, sinks, decoder, observer)
     return runtime.Pipeline(
         build_source(spec),
         build_sinks(spec) if sinks is None else sinks,
@@ -176,6 +176,7 @@ def build_pipeline(spec: Spec, sinks: Mapping[str, Sink] | None = None,
         drift=_drift(spec),
         per_key=decode["key_field"] if model["per_key"] else None,
         max_models=model["max_models"],
+        max_classes=model["max_classes"],
         checkpoint_dir=ck["directory"],
         checkpoint_every_records=ck["every_records"],
         checkpoint_every_seconds=ck["every_seconds"],
@@ -185,7 +186,8 @@ def build_pipeline(spec: Spec, sinks: Mapping[str, Sink] | None = None,
     )
 
 
-def _scaleout_worker(spec: Spec, sinks: Mapping[str, Sink] | None, decoder: Any) -> Any:
+def _scaleout_worker(spec: Spec, sinks: Mapping[str, Sink] | None, decoder: Any,
+                     observer: Any) -> Any:
     """The scale-out worker of ``[scaleout]`` (see :mod:`streamal.runtime.scaleout`)."""
     from streamal.runtime.scaleout import make_worker
 
@@ -206,7 +208,8 @@ def _scaleout_worker(spec: Spec, sinks: Mapping[str, Sink] | None, decoder: Any)
         mode, source=build_source(spec), sinks=build_sinks(spec) if sinks is None else sinks,
         model_factory=model_factory(spec), decoder=decoder, task=model["task"],
         alerts=_alerts(spec), drift=_drift(spec), per_key=per_key,
-        max_models=model["max_models"], checkpoint_dir=ck["directory"],
+        max_models=model["max_models"], max_classes=model["max_classes"],
+        observer=observer, checkpoint_dir=ck["directory"],
         checkpoint_every_records=ck["every_records"],
         checkpoint_every_seconds=ck["every_seconds"], keep_checkpoints=ck["keep"],
         poll_records=spec["run"]["poll_records"], backend=scaleout["backend"],

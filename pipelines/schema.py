@@ -143,6 +143,8 @@ MODEL_KEYS = {
                 "(ActivationClassifier)", choices=tuple(TASKS)),
     "per_key": Key("bool", False, "one model per value of decode.key_field"),
     "max_models": Key("int", 1000, "bound on the number of per-key models", check=_at_least_one),
+    "max_classes": Key("int", 1000, "classification: bound on the number of classes (records of "
+                       "a further class go to the dead letter)", check=_at_least_one),
 }
 
 ALERT_KEYS = {
@@ -211,6 +213,23 @@ SCALEOUT_KEYS = {
                        "the same state (0: never)", check=_non_negative),
 }
 
+OBSERVABILITY_KEYS = {
+    "metrics_port": Key("int", None, "port of the /metrics and /healthz HTTP endpoint (0: a free "
+                        "port, logged; none: no endpoint)", check=_non_negative),
+    "bind": Key("str", "127.0.0.1", "address the endpoint listens on (loopback only unless "
+                "set, e.g. \"0.0.0.0\")", check=_non_empty),
+    "log_format": Key("str", "text", "text or json (one JSON object per line)",
+                      choices=("text", "json")),
+    "max_loop_seconds": Key("float", 120.0, "/healthz fails when the loop has not turned for "
+                            "this long", check=_positive),
+    "max_unsaved_seconds": Key("float", None, "/healthz fails when records have waited this long "
+                               "for a checkpoint (default 3 x checkpoint.every_seconds, at least "
+                               "60)", check=_positive),
+    "event_log_burst": Key("int", 20, "alert, drift and dead-letter log lines per minute and "
+                           "kind; further ones are counted in one summary line",
+                           check=_non_negative),
+}
+
 TOP_KEYS = {
     "name": Key("str", None, "name of the pipeline, shown in logs"),
     "description": Key("str", None, "free text"),
@@ -226,6 +245,7 @@ TABLES: dict[str, dict[str, Key]] = {
     "checkpoint": CHECKPOINT_KEYS,
     "run": RUN_KEYS,
     "scaleout": SCALEOUT_KEYS,
+    "observability": OBSERVABILITY_KEYS,
 }
 """Spec tables and their keys (``model`` also takes the estimator's parameters)."""
 

@@ -324,7 +324,7 @@ def validate(raw: Mapping[str, Any], origin: str | None = None) -> Spec:
         problems.append(("source", "required table is missing"))
     present = {name: raw.get(name, {}) for name in TABLES}
     data["source"] = _check_source(raw["source"], problems) if "source" in raw else {}
-    for name in ("decode", "checkpoint", "run"):
+    for name in ("decode", "checkpoint", "run", "observability"):
         data[name] = _check_table(name, present[name], TABLES[name], problems)
     data["model"] = _check_model(present["model"], problems)
     data["alerts"] = _check_optional(raw, "alerts", problems)

@@ -83,10 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level != "DEBUG":  # kafka-python logs every connection at INFO
+        logging.getLogger("kafka").setLevel(logging.WARNING)
     if args.threads >= 1:
         import torch
 
         torch.set_num_threads(args.threads)
+    from streamal.checkpoint import CheckpointError
+    from streamal.connectors.base import DeliveryError
     from streamal.pipelines import SpecError
 
     try:
@@ -103,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `streamal ... | head`: the reader left, nothing went wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except (CheckpointError, DeliveryError, OSError) as exc:  # a clear line, not a traceback
+        logger.error("stopped by %s: %s", type(exc).__name__, exc)
+        return EXIT_FAILED
 
 
 # ---- run -----------------------------------------------------------------------------------
@@ -151,8 +158,8 @@ def _log_observer() -> Any:
 
         def checkpoint(self, seconds: float, error: BaseException | None) -> None:
             s = self.summary
-            if error is not None:
-                logger.warning("checkpoint failed after %.2f s (will retry): %s", seconds, error)
+            if error is not None:  # the runtime logs an outage once, when it starts and ends
+                logger.debug("checkpoint failed after %.2f s (will retry): %s", seconds, error)
             elif s is not None:
                 logger.info("checkpoint %d committed in %.2f s: records_in=%d scored=%d "
                             "predicted=%d alerts=%d drift=%d dead_letters=%d", s.checkpoints,
@@ -164,7 +171,9 @@ def _log_observer() -> Any:
 
 def _execute(spec: Any, log_events: bool = True) -> tuple[Any, float]:
     """Build and run the pipeline of ``spec``; return its summary and the seconds it took."""
+    from streamal.observability import observe
     from streamal.pipelines import build_sinks, run_pipeline
+    from streamal.runtime import Observers
 
     name = spec["name"] or spec.origin or "pipeline"
     logger.info("pipeline %s: spec %s", name, json.dumps(spec.redacted(), default=str))
@@ -173,8 +182,10 @@ def _execute(spec: Any, log_events: bool = True) -> tuple[Any, float]:
         sinks = {kind: _EventLog(kind, sink) if kind in ("alerts", "drift", "dead_letter")
                  else sink for kind, sink in sinks.items()}
     started = time.monotonic()
-    observer = _log_observer() if log_events else None
-    summary = run_pipeline(spec, sinks, observer)  # SIGTERM/SIGINT: stop, final checkpoint
+    # metrics, /healthz, one log line per Kafka outage, rate-limited event lines
+    with observe(spec["observability"], spec["checkpoint"]["every_seconds"]) as watch:
+        observer = Observers(_log_observer(), watch.metrics) if log_events else watch.metrics
+        summary = run_pipeline(spec, sinks, observer)  # SIGTERM/SIGINT: stop, final checkpoint
     elapsed = time.monotonic() - started
     logger.info("pipeline %s: stopped (%s) after %.1f s: %s", name, summary.stopped_by, elapsed,
                 json.dumps(_counters(summary), default=str))

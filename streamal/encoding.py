@@ -68,10 +68,13 @@ def validate_features(x: Mapping[str, Any]) -> dict[str, float]:
     """
     clean: dict[str, float] = {}
     for name, value in x.items():
-        if type(value) is float:  # the common case, without the ABC check
-            check_magnitude(name, value)
-            clean[str(name)] = value
+        # the common case, without the ABC check: a finite float within the limits
+        # (NaN and ±inf fail the comparison and go on to the full checks below)
+        if type(value) is float and -MAX_MAGNITUDE <= value <= MAX_MAGNITUDE:
+            clean[name if type(name) is str else str(name)] = value
             continue
+        if type(value) is float:
+            check_magnitude(name, value)
         if value is None:
             continue
         if not isinstance(value, numbers.Real):
@@ -155,6 +158,24 @@ class RunningMoments:
         self.count = np.zeros(size)
         self.mean = np.zeros(size)
         self.m2 = np.zeros(size)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Cache :attr:`scale` for the current arrays (only learning calls this, so
+        scoring never changes the object). The cache is used only while ``count``,
+        ``mean`` and ``m2`` are still the very arrays it was computed from."""
+        self._scaled = (self.count, self.mean, self.m2, self.scale)
+
+    def _scale_now(self) -> np.ndarray:
+        cached = getattr(self, "_scaled", None)
+        if (
+            cached is not None
+            and cached[0] is self.count
+            and cached[1] is self.mean
+            and cached[2] is self.m2
+        ):
+            return cached[3]
+        return self.scale
 
     @property
     def var(self) -> np.ndarray:
@@ -165,6 +186,7 @@ class RunningMoments:
         self.count = np.concatenate([self.count, np.zeros(extra)])
         self.mean = np.concatenate([self.mean, np.zeros(extra)])
         self.m2 = np.concatenate([self.m2, np.zeros(extra)])
+        self._refresh()
 
     def update(self, values: np.ndarray) -> None:
         """Fold a ``(B, size)`` batch into the statistics."""
@@ -182,6 +204,7 @@ class RunningMoments:
         self.mean = self.mean + shift * n_b / safe_total
         self.m2 = self.m2 + m2_b + shift**2 * self.count * n_b / safe_total
         self.count = total
+        self._refresh()
 
     def standardise(self, values: np.ndarray) -> np.ndarray:
         """``(v − μ) / σ`` per column, clipped to ``±Z_CLIP``; NaN stays NaN.
@@ -189,8 +212,8 @@ class RunningMoments:
         A column with (almost) no spread yet uses a floor of ``1e-6·(|μ| + 1e-6)``
         so a constant sensor that moves is flagged instead of dividing by zero.
         """
-        z = (values - self.mean) / self.scale
-        return np.clip(z, -Z_CLIP, Z_CLIP)
+        z = (values - self.mean) / self._scale_now()
+        return np.minimum(np.maximum(z, -Z_CLIP), Z_CLIP)  # np.clip, less overhead; NaN stays
 
     @property
     def scale(self) -> np.ndarray:
@@ -218,9 +241,32 @@ def unit_inputs(z: np.ndarray, bias: float) -> tuple[np.ndarray, np.ndarray]:
     array([[1., 0., 1.]])
     """
     present = ~np.isnan(z)
-    filled = np.where(present, z, 0.0)
-    n_present = np.maximum(present.sum(axis=1, keepdims=True), 1)
-    rows = np.concatenate([filled, bias * np.sqrt(n_present)], axis=1)
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    mask = np.concatenate([present, np.ones((len(z), 1), bool)], axis=1)
-    return rows / norms, mask.astype(float)
+    rows = unit_rows(z, bias, present)
+    mask = np.ones(rows.shape)
+    mask[:, :-1] = present
+    return rows, mask
+
+
+def unit_rows(z: np.ndarray, bias: float, present: np.ndarray | None = None) -> np.ndarray:
+    """The first result of :func:`unit_inputs`, without the mask (for scoring).
+
+    ``present`` (``~np.isnan(z)``) may be passed when the caller has it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> unit_rows(np.array([[3.0, np.nan]]), bias=4.0)
+    array([[0.6, 0. , 0.8]])
+    """
+    if present is None:
+        present = ~np.isnan(z)
+    rows = np.empty((z.shape[0], z.shape[1] + 1))
+    if present.all():
+        rows[:, :-1] = z
+        rows[:, -1] = bias * math.sqrt(max(z.shape[1], 1))
+    else:
+        np.copyto(rows[:, :-1], np.where(present, z, 0.0))
+        n_present = np.maximum(present.sum(axis=1), 1)
+        rows[:, -1] = bias * np.sqrt(n_present)
+    norms = np.sqrt(np.add.reduce(rows * rows, axis=1, keepdims=True))
+    return rows / norms

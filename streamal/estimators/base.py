@@ -42,6 +42,14 @@ def resolve_device(device: str) -> torch.device:
 
 def frame_values(X: pd.DataFrame) -> np.ndarray:
     """A frame's values as float64 (NaN = missing); names the first bad column."""
+    values = X.to_numpy()  # a plain numeric array when every column is numeric: no checks
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind in "biuf":
+        values = values.astype(np.float64, copy=False)
+        bad = np.abs(values) > MAX_MAGNITUDE  # ±inf too; NaN (missing) compares False
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            check_magnitude(X.columns[col], float(values[row, col]))
+        return values
     numeric_kinds = set("biuf")
     if not all(dtype.kind in numeric_kinds for dtype in X.dtypes):
         for name in X.columns:
@@ -151,13 +159,17 @@ class ActivationEstimator:
             stop = min(len(values), start + self.batch_size - len(self._pending_values))
             chunk = values[start:stop]
             self._register(columns, chunk, labels[start:stop])
-            # columns still unknown here are all-missing in this chunk
-            index = self._schema.index
-            known = [(j, index[c]) for j, c in enumerate(columns) if c in index]
-            block = np.full((len(chunk), len(self._schema)), np.nan)
-            if known:
-                source, target = (np.array(t, dtype=int) for t in zip(*known))
-                block[:, target] = chunk[:, source]
+            names = self._schema.names
+            if len(columns) == len(names) and list(columns) == names:
+                block = np.array(chunk, dtype=np.float64)  # the schema's order: a copy
+            else:
+                # columns still unknown here are all-missing in this chunk
+                index = self._schema.index
+                known = [(j, index[c]) for j, c in enumerate(columns) if c in index]
+                block = np.full((len(chunk), len(names)), np.nan)
+                if known:
+                    source, target = (np.array(t, dtype=int) for t in zip(*known))
+                    block[:, target] = chunk[:, source]
             self._pending_values.extend(block)
             self._pending_labels.extend(labels[start:stop])
             if len(self._pending_values) >= self.batch_size:
@@ -185,15 +197,23 @@ class ActivationEstimator:
         if not getattr(self, "_pending_values", None):
             return
         width = len(self._schema)
-        values = np.full((len(self._pending_values), width), np.nan)
-        for r, row in enumerate(self._pending_values):
-            values[r, : len(row)] = row
+        pending = self._pending_values
+        if all(len(row) == width for row in pending):
+            values = np.array(pending, dtype=np.float64)
+        else:  # rows queued before the schema grew: the new columns are missing there
+            values = np.full((len(pending), width), np.nan)
+            for r, row in enumerate(pending):
+                values[r, : len(row)] = row
         labels = self._pending_labels
         self._pending_values, self._pending_labels = [], []
         self._moments.update(values)
+        self._learn_values(values, labels)
+        self._n_learnt += len(values)
+
+    def _learn_values(self, values: np.ndarray, labels: Sequence[Any]) -> None:
+        """Learn one micro-batch of schema-aligned raw values (the classifier adds rehearsal)."""
         x, mask = self._encode(values)
         self._learn_batch(x, mask, labels)
-        self._n_learnt += len(values)
 
     def _learn_batch(self, x: torch.Tensor, mask: torch.Tensor, labels: Sequence[Any]) -> None:
         raise NotImplementedError
@@ -202,21 +222,27 @@ class ActivationEstimator:
     def _encode(self, values: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Standardised, unit-length inputs and masks on the model's device."""
         z = self._moments.standardise(values)
-        x, mask = unit_inputs(z, self.bias)
         device = self._resolved_device
-        return (
-            torch.from_numpy(x.astype(np.float32)).to(device),
-            torch.from_numpy(mask.astype(np.float32)).to(device),
+        x_np, mask_np = unit_inputs(z, self.bias)
+        x, mask = torch.from_numpy(x_np.astype(np.float32)), torch.from_numpy(
+            mask_np.astype(np.float32)
         )
+        if device.type == "cpu":
+            return x, mask
+        return x.to(device), mask.to(device)
 
 
     def _query_values(self, rows: Sequence[Mapping[str, float]] | pd.DataFrame) -> np.ndarray:
         """Schema-aligned values of records to score; unknown features are ignored."""
         if isinstance(rows, pd.DataFrame):
             values = frame_values(rows)
+            names = rows.columns.to_numpy().tolist()
+            if names == self._schema.names:  # the schema's columns in its order
+                return values  # only read (it may be the frame's own memory)
             out = np.full((len(rows), len(self._schema)), np.nan)
-            for j, name in enumerate(rows.columns):
-                column = self._schema.index.get(str(name))
+            index = self._schema.index
+            for j, name in enumerate(names):
+                column = index.get(str(name))
                 if column is not None:
                     out[:, column] = values[:, j]
             return out

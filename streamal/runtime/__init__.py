@@ -9,6 +9,7 @@ and source positions so that a stopped or crashed run resumes exactly.
 
 from streamal.runtime.alerts import AlertPolicy, FixedThreshold, QuantileThreshold
 from streamal.runtime.decode import Decoded, DecodeError, RecordDecoder
+from streamal.runtime.observer import Observer, Observers
 from streamal.runtime.outputs import RunSummary
 from streamal.runtime.pipeline import Pipeline
 
@@ -17,6 +18,8 @@ __all__ = [
     "DecodeError",
     "Decoded",
     "FixedThreshold",
+    "Observer",
+    "Observers",
     "Pipeline",
     "QuantileThreshold",
     "RecordDecoder",

@@ -21,12 +21,21 @@ A crash between 1 and 2 or 2 and 3 repeats outputs (at-least-once, with
 deterministic ids) but never changes the model twice. Checkpoints are taken
 between micro-batches; a model's pending micro-batch is part of its exported
 state, so the model state is consistent at any record boundary.
+
+A commit that fails (a sink cannot deliver, the checkpoint directory is not
+writable or full) keeps the previous checkpoint, which is the one a restart
+trusts, and is retried with a doubling backoff. A failed *sink* also blocks the
+pipeline from taking new records until a commit succeeds, so that undelivered
+outputs cannot pile up in memory; a failed *store* does not (the outputs are
+delivered, only the state is not saved). Each outage is logged once when it
+starts and once when it ends.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -35,6 +44,7 @@ from urllib.parse import quote
 import numpy as np
 
 from streamal.checkpoint import CheckpointError, CheckpointStore
+from streamal.connectors.base import DeliveryError
 from streamal.runtime.outputs import Emitter, RunSummary
 from streamal.runtime.process import Processor
 
@@ -42,6 +52,10 @@ __all__ = ["Checkpointer", "export_state", "fingerprint", "import_state", "spec_
 
 STATE_KIND = "streamal.pipeline"
 STATE_VERSION = 1
+RETRYABLE = (CheckpointError, DeliveryError, OSError)
+"""Errors of a commit that are retried (anything else is a bug and ends the run)."""
+
+logger = logging.getLogger(__name__)
 
 
 def model_prefix(key: str | None) -> str:
@@ -102,7 +116,28 @@ def export_state(processor: Processor, spec: dict[str, Any], positions: Mapping[
 def import_state(processor: Processor, prototype: Any, spec: dict[str, Any],
                  arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any],
                  summary: RunSummary, where: str) -> dict[str, int]:
-    """Rebuild lanes and counters from a checkpoint; return its positions."""
+    """Rebuild lanes and counters from a checkpoint; return its positions.
+
+    A file that passed the store's checks can still be hand-made: anything in
+    it that does not fit (a missing or mistyped entry, an array of the wrong
+    shape) raises :class:`~streamal.checkpoint.CheckpointError` naming the
+    file, never another exception, and nothing in it is ever executed.
+    """
+    try:
+        return _import_state(processor, prototype, spec, arrays, meta, summary, where)
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError,
+            OverflowError) as exc:
+        processor.lanes.clear()
+        raise CheckpointError(f"{where}: not a usable pipeline checkpoint ({type(exc).__name__}: "
+                              f"{str(exc)[:200]}); remove it to resume from an older one, or "
+                              "use a new checkpoint directory") from exc
+
+
+def _import_state(processor: Processor, prototype: Any, spec: dict[str, Any],
+                  arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any],
+                  summary: RunSummary, where: str) -> dict[str, int]:
     if meta.get("kind") != STATE_KIND or meta.get("version") != STATE_VERSION:
         raise CheckpointError(f"{where}: not a pipeline checkpoint of version {STATE_VERSION}")
     if meta.get("fingerprint") != fingerprint(spec):
@@ -118,6 +153,10 @@ def import_state(processor: Processor, prototype: Any, spec: dict[str, Any],
         prefix = entry["prefix"]
         own = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
         model_meta = dict(entry["meta"])
+        params = {k: v for k, v in model_meta["params"].items() if k != "device"}
+        if _jsonable(params) != spec["model"]["params"]:
+            raise CheckpointError(f"{where}: model {entry['key']!r} has parameters that differ "
+                                  "from the checkpoint's own spec (a hand-made file?)")
         if device is not None:
             model_meta["params"] = {**model_meta["params"], "device": device}
         lane = processor.new_lane(entry["key"], cls.from_state(own, model_meta))
@@ -131,7 +170,7 @@ def import_state(processor: Processor, prototype: Any, spec: dict[str, Any],
 
 
 class Checkpointer:
-    """Decides when a checkpoint is due and performs the commit in its fixed order.
+    """Decides when a checkpoint is due, performs the commit in its fixed order, retries it.
 
     Parameters
     ----------
@@ -144,37 +183,106 @@ class Checkpointer:
         A checkpoint is due once either many records have been processed since
         the last one, or that much time has passed with at least one record
         (``None`` disables either trigger).
+    retry_backoff, max_backoff
+        Seconds before the first retry of a failed commit; doubled per further
+        failure up to ``max_backoff``.
+
+    Attributes
+    ----------
+    failures
+        Consecutive failed commits (0 when the last one succeeded).
+    blocked
+        A sink failed to deliver: no new records until a commit succeeds.
+    last_path
+        The newest checkpoint this run wrote or resumed from.
     """
 
     def __init__(self, directory: Any, keep: int, every_records: int | None,
-                 every_seconds: float | None, clock: Callable[[], float] = time.monotonic):
+                 every_seconds: float | None, clock: Callable[[], float] = time.monotonic,
+                 retry_backoff: float = 1.0, max_backoff: float = 30.0):
         self.store = None if directory is None else CheckpointStore(directory, keep=keep)
         self.every_records = every_records
         self.every_seconds = every_seconds
         self.clock = clock
+        self.retry_backoff = retry_backoff
+        self.max_backoff = max_backoff
         self.last = clock()
+        self.last_path: str | None = None
+        self.failures = 0
+        self.blocked = False
+        self.stage = "sinks"  # the step a commit is at (names the failing one)
+        self.retry_at: float | None = None
+        self._failing_since: float | None = None
 
     def due(self, records_since: int) -> bool:
         if records_since <= 0:
             return False
+        if self.retry_at is not None:
+            return self.clock() >= self.retry_at
         if self.every_records is not None and records_since >= self.every_records:
             return True
         return self.every_seconds is not None and self.clock() - self.last >= self.every_seconds
 
+    def wait_hint(self) -> float:
+        """Seconds until the next retry (0 when none is pending)."""
+        return 0.0 if self.retry_at is None else max(0.0, self.retry_at - self.clock())
+
     def commit(self, emitter: Emitter, source: Any, positions: Mapping[str, int],
                state: Callable[[], tuple[dict[str, np.ndarray], dict[str, Any]]]) -> str | None:
-        """Flush sinks → write ``state()`` → commit positions; return the file written."""
+        """Flush sinks → write ``state()`` → commit positions; return the file written.
+
+        Raises what failed; :meth:`try_commit` is the retrying variant.
+        """
+        self.stage = "sinks"
         emitter.flush()
+        self.stage = "store"
         path = None
         if self.store is not None:
             arrays, meta = state()
             path = str(self.store.save(arrays, meta))
+            self.last_path = path
+        self.stage = "source"
         source.commit(dict(positions))
         self.last = self.clock()
         return path
+
+    def try_commit(self, emitter: Emitter, source: Any, positions: Mapping[str, int],
+                   state: Callable[[], tuple[dict[str, np.ndarray], dict[str, Any]]]
+                   ) -> BaseException | None:
+        """:meth:`commit`, or on a retryable error schedule a retry; return that error."""
+        try:
+            self.commit(emitter, source, positions, state)
+        except RETRYABLE as exc:
+            self._failed(exc, self.stage)
+            return exc
+        if self.failures:
+            assert self._failing_since is not None
+            logger.info("checkpoint written again after %d failed attempt(s) over %.1f s: %s",
+                        self.failures, self.clock() - self._failing_since, self.last_path)
+        self.failures, self.blocked, self.retry_at, self._failing_since = 0, False, None, None
+        return None
+
+    def _failed(self, exc: BaseException, stage: str) -> None:
+        now = self.clock()
+        self.failures += 1
+        self.blocked = stage == "sinks"
+        backoff = min(self.max_backoff, self.retry_backoff * 2 ** (self.failures - 1))
+        self.retry_at = now + backoff
+        if self.failures > 1:
+            logger.debug("checkpoint attempt %d failed (%s): %s", self.failures, stage, exc)
+            return
+        self._failing_since = now
+        what = ("the outputs could not be delivered; no new records are taken until they are"
+                if self.blocked else "the state could not be saved; processing goes on")
+        logger.error("checkpoint failed (%s: %s): %s; the last good checkpoint %s is kept; "
+                     "retrying with backoff (first in %.1f s)", type(exc).__name__, exc, what,
+                     self.last_path or "(none yet)", backoff)
 
     def load(self) -> tuple[dict[str, np.ndarray], dict[str, Any], str] | None:
         if self.store is None:
             return None
         found = self.store.load_latest()
-        return None if found is None else (found[0], found[1], str(found[2]))
+        if found is None:
+            return None
+        self.last_path = str(found[2])
+        return found[0], found[1], str(found[2])

@@ -36,6 +36,7 @@ from streamal.estimators.classifier import validate_label
 __all__ = ["DecodeError", "Decoded", "RecordDecoder", "text_key"]
 
 MAX_KEY_LENGTH = 256
+MAX_INT_LABEL = 2**63 - 1
 
 
 class DecodeError(ValueError):
@@ -214,14 +215,22 @@ class RecordDecoder:
         if self.label_field is None:
             return None
         try:
-            return validate_label(obj.get(self.label_field))
+            label = validate_label(obj.get(self.label_field))
         except ValueError as exc:
             raise DecodeError("validate", f"label field {self.label_field!r}: {exc}") from None
+        if isinstance(label, int) and not isinstance(label, bool) and abs(label) > MAX_INT_LABEL:
+            raise DecodeError("validate", f"label field {self.label_field!r}: integer label out "
+                              f"of the 64-bit range ({len(str(label))} digits)")
+        return label
 
     def _key(self, obj: Mapping[str, Any], record: Any) -> str | None:
         value = obj.get(self.key_field) if self.key_field is not None else None
         if value is None:
-            return text_key(getattr(record, "key", None))
+            key = text_key(getattr(record, "key", None))
+            if key is not None and len(key) > MAX_KEY_LENGTH:
+                raise DecodeError("validate", f"the record's key is {len(key)} characters long; "
+                                  f"the limit is {MAX_KEY_LENGTH}")
+            return key
         return _name_like(value, f"key field {self.key_field!r}")
 
     def _group(self, obj: Mapping[str, Any], group_field: str) -> str:

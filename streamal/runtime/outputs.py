@@ -13,7 +13,15 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["COUNTERS", "STAGES", "Emitter", "RunSummary", "dead_letter", "raw_text"]
+__all__ = ["COUNTERS", "MAX_RAW_BYTES", "MAX_REASON_CHARS", "STAGES", "Emitter", "RunSummary",
+           "dead_letter", "raw_text"]
+
+MAX_RAW_BYTES = 64 * 1024
+"""A dead letter keeps at most this many bytes of the raw value (``raw_size`` has all);
+a multiple of 4, so that cut base64 text stays valid."""
+
+MAX_REASON_CHARS = 1000
+"""A dead letter's reason is cut to this many characters."""
 
 STAGES = ("decode", "validate", "score", "learn")
 """Dead-letter stages, in the order a record meets them."""
@@ -100,12 +108,53 @@ def raw_text(value: Any) -> tuple[str, str]:
         return base64.b64encode(raw).decode("ascii"), "base64"
 
 
+def _head(value: Any) -> Any:
+    """The first :data:`MAX_RAW_BYTES` of a value, not ending inside a UTF-8 character."""
+    if isinstance(value, str):
+        return value[:MAX_RAW_BYTES]
+    head = bytes(value[:MAX_RAW_BYTES])
+    for back in range(4):
+        try:
+            head[:len(head) - back].decode("utf-8")
+            return head[:len(head) - back]
+        except UnicodeDecodeError:
+            continue
+    return head  # not UTF-8 at all: raw_text gives base64
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
 def dead_letter(record: Any, stage: str, reason: str, key: str | None,
                 event_time: float | None) -> dict[str, Any]:
-    """The dead-letter output of ``record``, failed at ``stage`` for ``reason``."""
-    raw, encoding = raw_text(record.value)
+    """The dead-letter output of ``record``, failed at ``stage`` for ``reason``.
+
+    Bounded in size whatever the input: the raw value is cut to
+    :data:`MAX_RAW_BYTES` (``raw_truncated`` says so, ``raw_size`` gives the
+    original size) and the reason and key to :data:`MAX_REASON_CHARS`, so that a
+    huge bad record cannot make its dead letter too large for the sink.
+
+    Examples
+    --------
+    >>> from streamal.connectors import Record
+    >>> d = dead_letter(Record(b"x" * 100_000, ("t:0", 5)), "decode", "bad", None, None)
+    >>> len(d["raw"]), d["raw_truncated"], d["raw_size"]
+    (65536, True, 100000)
+    """
+    value = record.value
+    size = len(value) if isinstance(value, (bytes, bytearray, memoryview, str)) else None
+    if size is not None and size > MAX_RAW_BYTES:
+        value = _head(value)
+    raw, encoding = raw_text(value)
+    truncated = size is not None and size > MAX_RAW_BYTES
+    if len(raw) > MAX_RAW_BYTES:  # a parsed row, or base64 text (cut at a 4-character group)
+        raw, truncated = raw[:MAX_RAW_BYTES], True
+    if key is not None and len(key) > MAX_REASON_CHARS:
+        key = _cut(key, MAX_REASON_CHARS)
     return {"id": record.id, "key": key, "event_time": event_time, "stage": stage,
-            "reason": reason, "raw": raw, "raw_encoding": encoding,
+            "reason": _cut(reason, MAX_REASON_CHARS), "raw": raw, "raw_encoding": encoding,
+            "raw_truncated": truncated, "raw_size": size if size is not None else len(raw),
             "position": list(record.position)}
 
 

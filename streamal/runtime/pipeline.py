@@ -19,6 +19,7 @@ from streamal.drift import DriftMonitor
 from streamal.runtime import checkpointing
 from streamal.runtime.alerts import AlertPolicy
 from streamal.runtime.decode import RecordDecoder
+from streamal.runtime.observer import Observer
 from streamal.runtime.outputs import Emitter, RunSummary
 from streamal.runtime.process import Processor
 
@@ -60,6 +61,9 @@ class Pipeline:
         model: one model per value, created on first sight.
     max_models
         Cap on per-key models; records of further keys go to the dead letter.
+    max_classes
+        Cap on the classes a classifier learns (each one grows its input);
+        records labelled with a further class go to the dead letter.
     checkpoint_dir
         Directory of the checkpoints; ``None`` keeps no state (sinks are still
         flushed and positions committed on the checkpoint schedule).
@@ -72,6 +76,10 @@ class Pipeline:
         Records per micro-batch (at most).
     poll_timeout
         Seconds one poll may wait; also bounds how long a stop request waits.
+    observer
+        An :class:`~streamal.runtime.Observer` told about loop turns, batches,
+        model-call timings, lag and checkpoints (metrics and health, see
+        :mod:`streamal.observability`); it may also be set before :meth:`run`.
 
     Examples
     --------
@@ -102,12 +110,14 @@ class Pipeline:
         drift: DriftMonitor | None = None,
         per_key: str | None = None,
         max_models: int = 1000,
+        max_classes: int = 1000,
         checkpoint_dir: Any = None,
         checkpoint_every_records: int | None = 10_000,
         checkpoint_every_seconds: float | None = 60.0,
         keep_checkpoints: int = 3,
         poll_records: int = 500,
         poll_timeout: float = 1.0,
+        observer: Observer | None = None,
     ):
         self.source = source
         self.sinks = sinks
@@ -118,12 +128,14 @@ class Pipeline:
         self.drift = drift
         self.per_key = per_key
         self.max_models = max_models
+        self.max_classes = max_classes
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every_records = checkpoint_every_records
         self.checkpoint_every_seconds = checkpoint_every_seconds
         self.keep_checkpoints = keep_checkpoints
         self.poll_records = poll_records
         self.poll_timeout = poll_timeout
+        self.observer = observer
         self._stop = threading.Event()
 
     # ---- state ----------------------------------------------------------------------------------
@@ -134,13 +146,14 @@ class Pipeline:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.alerts is not None and self.task != "anomaly":
             raise ValueError("alerts apply to anomaly scores: use them with task='anomaly'")
-        if self.poll_records < 1 or self.max_models < 1:
-            raise ValueError("poll_records and max_models must be at least 1")
+        if self.poll_records < 1 or self.max_models < 1 or self.max_classes < 1:
+            raise ValueError("poll_records, max_models and max_classes must be at least 1")
         self._summary = RunSummary()
         self._emitter = Emitter(self.sinks)
         self._processor = Processor(self.decoder, self.model_factory, self.task, self.alerts,
                                     self.drift, self.per_key, self.max_models, self._emitter,
                                     self._summary)
+        self._processor.max_classes = self.max_classes
         self._prototype = self.model_factory()
         self._spec = checkpointing.spec_of(self._processor, self._prototype)
         self._checkpointer = checkpointing.Checkpointer(
@@ -148,6 +161,7 @@ class Pipeline:
             self.checkpoint_every_seconds)
         self._positions: dict[str, int] = {}
         self._since_checkpoint = 0
+        self._resumed_at: float | None = None
         self._restore()
 
     def _restore(self) -> None:
@@ -159,6 +173,7 @@ class Pipeline:
             self._processor, self._prototype, self._spec, arrays, meta, self._summary, path)
         self.source.seek(self._positions)
         self._summary.resumed_from = path
+        self._resumed_at = meta.get("written_at")
         logger.info("resumed from %s at %s", path, self._positions)
 
     @property
@@ -181,13 +196,33 @@ class Pipeline:
         """
         self._stop.set()
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self) -> BaseException | None:
+        """Commit; a retryable failure is returned (and retried later), anything else raised."""
         self._summary.checkpoints += 1
-        self._checkpointer.commit(
+        started = time.monotonic()
+        error = self._checkpointer.try_commit(
             self._emitter, self.source, self._positions,
             lambda: checkpointing.export_state(self._processor, self._spec, self._positions,
                                                self._summary))
+        self._observer.checkpoint(time.monotonic() - started, error)
+        if error is not None:
+            self._summary.checkpoints -= 1
+            return error
         self._since_checkpoint = 0
+        return None
+
+    def _final_checkpoint(self, patient: bool, stopping: Callable[[], bool]) -> None:
+        """The checkpoint at the end of a run; ``patient``: retry until it works or a stop."""
+        while (error := self._checkpoint()) is not None:
+            if not patient or stopping():
+                raise error
+            self._wait(self._checkpointer.wait_hint(), stopping)
+
+    def _wait(self, seconds: float, stopping: Callable[[], bool]) -> None:
+        """Sleep up to ``seconds``, waking early on a stop request."""
+        deadline = time.monotonic() + seconds
+        while not stopping() and (left := deadline - time.monotonic()) > 0:
+            self._stop.wait(min(left, 0.1))
 
     def run(self, max_records: int | None = None,
             stop: threading.Event | None = None) -> RunSummary:
@@ -198,17 +233,39 @@ class Pipeline:
         Called in the main thread, SIGTERM and SIGINT request a stop for the
         duration of the call. Any exception ends the run *without* a final
         checkpoint, so the next run resumes from the last consistent one.
+
+        A checkpoint that fails because a sink cannot deliver or the
+        checkpoint directory cannot be written is retried with backoff (see
+        :mod:`streamal.runtime.checkpointing`); while a sink fails no new
+        records are taken. The final checkpoint of a stop request is tried
+        once (its error is raised); that of an exhausted source or of
+        ``max_records`` is retried until it succeeds or a stop is requested.
         """
         started = time.monotonic()
         self._ensure()
+        self._observer = self.observer if self.observer is not None else Observer()
+        self._processor.observer = self._observer
+        self._observer.started(self._summary, self._resumed_at)
+
+        def stopping() -> bool:
+            return self._stop.is_set() or (stop is not None and stop.is_set())
+
         stopped_by: dict[str, str | None] = {"why": None}
         previous = self._install_signals(stopped_by)
         done = 0
         try:
             while True:
-                if self._stop.is_set() or (stop is not None and stop.is_set()):
+                self._observer.beat()
+                if stopping():
                     stopped_by["why"] = stopped_by["why"] or "stop"
                     break
+                if self._checkpointer.blocked:  # undelivered outputs: retry, take nothing new
+                    if self._checkpointer.due(self._since_checkpoint):
+                        self._checkpoint()
+                    else:
+                        self._wait(min(self._checkpointer.wait_hint(), self.poll_timeout),
+                                   stopping)
+                    continue
                 want = self.poll_records
                 if max_records is not None:
                     want = min(want, max_records - done)
@@ -217,23 +274,30 @@ class Pipeline:
                         break
                 records = self.source.poll(want, self.poll_timeout)
                 if records:
+                    batch_started = time.perf_counter()
                     self._processor.process(records)
+                    self._observer.batch(len(records), time.perf_counter() - batch_started)
                     done += len(records)
                     self._since_checkpoint += len(records)
                     for stream, offset in next_positions(records).items():
                         self._positions[stream] = max(offset, self._positions.get(stream, 0))
+                lag = getattr(self.source, "lag", None)
+                if lag is not None:
+                    self._observer.lag(lag())
                 if self.source.exhausted:
                     stopped_by["why"] = "exhausted"
                     break
                 if self._checkpointer.due(self._since_checkpoint):
                     self._checkpoint()
             if self._since_checkpoint > 0:
-                self._checkpoint()
+                self._final_checkpoint(stopped_by["why"] in ("exhausted", "max_records"),
+                                       stopping)
             else:
                 self._emitter.flush()
         finally:
             self._restore_signals(previous)
             self._stop.clear()
+            self._observer.stopped(self._summary)
         summary = RunSummary(**{**self._summary.__dict__})
         summary.dead_lettered = dict(self._summary.dead_lettered)
         summary.records_this_run = done

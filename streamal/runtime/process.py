@@ -13,6 +13,7 @@ resumed run repeats the uninterrupted one exactly.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from streamal.encoding import FeatureLimitError, FeatureSchema
 from streamal.estimators.base import ActivationEstimator
 from streamal.runtime.alerts import AlertPolicy
 from streamal.runtime.decode import Decoded, DecodeError, RecordDecoder, text_key
+from streamal.runtime.observer import Observer
 from streamal.runtime.outputs import Emitter, RunSummary, dead_letter
 
 __all__ = ["Lane", "Processor"]
@@ -74,6 +76,8 @@ class Processor:
         self.max_models = max_models
         self.emitter = emitter
         self.summary = summary
+        self.max_classes: int | None = None  # cap on classes per classifier (None: no cap)
+        self.observer = Observer()
         self.lanes: dict[str | None, Lane] = {}
 
     def new_lane(self, key: str | None, model: Any = None) -> Lane:
@@ -140,8 +144,11 @@ class Processor:
 
     def _run_chunk(self, lane: Lane, rows: list[Row]) -> None:
         X = _frame(rows)
+        started = time.perf_counter()
         judged = self._judge(lane.model, X, rows)
+        self.observer.timed("score", time.perf_counter() - started, len(rows))
         schema = self._schema(lane.model)
+        classes = self._class_room(lane.model)
         keep: list[int] = []
         pending_drift: list[tuple[str, float, int]] = []
         for i, (record, d) in enumerate(rows):
@@ -155,6 +162,13 @@ class Processor:
                 except FeatureLimitError as exc:
                     self._dead(record, "validate", str(exc), d)
                     continue
+            if classes is not None and d.label is not None and d.label not in classes[0]:
+                if len(classes[0]) >= classes[1]:
+                    self._dead(record, "validate", f"label {_short(d.label)} would be class "
+                               f"{len(classes[0]) + 1} of a model capped at max_classes="
+                               f"{classes[1]}", d)
+                    continue
+                classes[0].add(d.label)
             base = {"id": record.id, "key": d.key, "event_time": d.event_time}
             if lane.key is not None:
                 base["model"] = lane.key
@@ -175,7 +189,10 @@ class Processor:
                 keep.append(i)
             else:
                 self.summary.skipped_learning += 1
+        started = time.perf_counter()
         self._learn(lane, X, rows, keep)
+        if keep:
+            self.observer.timed("learn", time.perf_counter() - started, len(keep))
         self._drift(lane, rows, pending_drift)
 
     def _emit_score(self, lane: Lane, base: dict[str, Any], score: float, d: Decoded) -> bool:
@@ -222,6 +239,12 @@ class Processor:
             return _prediction(proba)
         except Exception as exc:  # routed to the dead letter, never swallowed
             return _reason(exc)
+
+    def _class_room(self, model: Any) -> tuple[set[Any], int] | None:
+        """``(classes known, cap)`` of a capped classifier, to foresee its class cap."""
+        if self.task != "classification" or self.max_classes is None:
+            return None
+        return set(getattr(model, "classes", ()) or ()), self.max_classes
 
     @staticmethod
     def _schema(model: Any) -> FeatureSchema | None:
@@ -290,6 +313,11 @@ def _room(model: Any) -> int:
         return 1
     pending = getattr(model, "_pending_values", None) or ()  # unset before the first record
     return max(1, model.batch_size - len(pending))
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _prediction(proba: dict[Any, float]) -> tuple[Any, dict[str, float]]:

@@ -237,7 +237,33 @@ def test_classification_resumes_exactly(build, tmp_path):
         r["prediction"] for r in out_whole["predictions"].records]
 
 
-def test_a_failed_delivery_ends_the_run_before_any_checkpoint_or_commit(build, tmp_path):
+def test_a_failed_delivery_blocks_new_records_and_is_retried_until_it_works(build, tmp_path):
+    class Flaky(MemorySink):
+        def __init__(self, failures):
+            super().__init__()
+            self.failures = failures
+
+        def flush(self):
+            if self.failures > 0:
+                self.failures -= 1
+                raise DeliveryError("broker unreachable")
+            super().flush()
+
+    source = ScriptedSource(sensor_rows(300))
+    sink = Flaky(failures=3)
+    pipe = Pipeline(source, {"scores": sink}, detector, RecordDecoder(exclude=["sensor"]),
+                    checkpoint_dir=tmp_path, checkpoint_every_records=100, poll_records=50)
+    pipe._ensure()
+    pipe._checkpointer.retry_backoff = 0.01
+    summary = pipe.run()
+    assert sink.failures == 0 and summary.stopped_by == "exhausted"
+    assert source.commits[0] == {"memory": 100}, "no records taken while delivery failed"
+    assert source.commits[-1] == {"memory": 300} and summary.checkpoints == len(source.commits)
+    assert [r["id"] for r in sink.records] == [f"memory@{i}" for i in range(300)]
+
+
+def test_a_delivery_failure_at_a_stop_ends_the_run_without_checkpoint_or_commit(build,
+                                                                                tmp_path):
     class Broken(MemorySink):
         def flush(self):
             raise DeliveryError("broker unreachable")
@@ -245,9 +271,14 @@ def test_a_failed_delivery_ends_the_run_before_any_checkpoint_or_commit(build, t
     source = ScriptedSource(sensor_rows(300))
     pipe = Pipeline(source, {"scores": Broken()}, detector, RecordDecoder(exclude=["sensor"]),
                     checkpoint_dir=tmp_path, checkpoint_every_records=100, poll_records=50)
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()  # while the pipeline waits for the sink
+    started = time.monotonic()
     with pytest.raises(DeliveryError):
-        pipe.run()
+        pipe.run(stop=stop)
+    assert time.monotonic() - started < 5
     assert source.commits == [] and CheckpointStore(tmp_path).list() == []
+    assert source.offset == 100, "no records taken after the first failed delivery"
 
 
 def test_bad_configurations_are_refused(build):
