@@ -77,7 +77,8 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
       is scaled to unit length, so a rare extreme value (a pixel that is
       almost always 0) does not swamp the others;
     * two layers of 512 units: slower to start than one layer, but the
-      second layer's nonlinearity gave the best accuracy once warm.
+      second layer's nonlinearity gave the best accuracy once warm;
+    * feedback (below) on the labelled and rehearsed records.
 
     The rehearsal buffer is part of the state (``save``/``load`` and pickle
     restore it exactly) and, like everything else, is updated only when a
@@ -99,8 +100,10 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
         Softmax temperature of ``predict_proba_one`` over normalised
         activations (paper eq. 8).
     feedback
-        Learn labelled records with feedback (positive and negative sample).
-        Off by default: on short streams with few labels it learnt slower.
+        Learn labelled records (rehearsed ones included) with feedback:
+        positive and negative sample. On by default: with rehearsal it gained
+        1–2 points with 1 % of the labels (and on ImageSegments with 10 %), at
+        about twice the learning cost; without rehearsal it learnt slower.
     unlearn
         The unlearning factor ``λ``.
     gain_slope
@@ -150,7 +153,7 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
         label_weight: float = 1.0,
         label_repeat: int = 8,
         temperature: float = 0.05,
-        feedback: bool = False,
+        feedback: bool = True,
         unlearn: float = 0.9,
         gain_slope: float = 5.0,
         label_rate: float = 2.0,

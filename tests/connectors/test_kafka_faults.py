@@ -50,7 +50,9 @@ def test_sink_and_sources_recover_from_a_broker_restart(local_broker, unique_nam
     bootstrap = local_broker.start()
     topic = unique_name
     create_topic(bootstrap, topic, partitions=4)
-    sink = KafkaSink(topic, bootstrap, retry_backoff=0.2)
+    # idempotent on purpose (not the default): a restart kills such a producer for good
+    sink = KafkaSink(topic, bootstrap, retry_backoff=0.2,
+                     client_settings={"enable_idempotence": True})
     assigned = KafkaSource(topic, bootstrap, partitions=[0, 1, 2, 3])
     grouped = KafkaSource(topic, bootstrap, group_id=unique_name)
     for i in range(40):

@@ -258,4 +258,5 @@ def test_huge_values_are_rejected_before_they_spoil_the_statistics(value):
     with pytest.raises(ValueError, match="'temp' is too large"):
         model.learn_one({"temp": value})
     with pytest.raises(ValueError, match="'temp' is too large"):
-        model.learn_many(pd.DataFrame({"temp": [1.0, value if isinstance(value, float) else 1e300]}))
+        huge = value if isinstance(value, float) else 1e300
+        model.learn_many(pd.DataFrame({"temp": [1.0, huge]}))

@@ -21,7 +21,7 @@ from streamal.pipelines import (
     parse_override,
     parse_spec,
 )
-from streamal.pipelines.schema import KAFKA_SECURITY_KEYS, TABLES, model_keys
+from streamal.pipelines.schema import KAFKA_SECURITY_KEYS, MODEL_KEYS, TABLES, model_keys
 
 FILE_SPEC = """
 [source]
@@ -268,7 +268,7 @@ def test_the_schema_document_states_the_estimators_defaults() -> None:
     documented = {name: (a.strip(), b.strip()) for name, a, b in rows}
     for column, task in enumerate(("anomaly", "classification")):
         for name, key in model_keys(task).items():
-            if name in ("task", "per_key", "max_models"):
+            if name in MODEL_KEYS:  # the runtime's keys have their own table
                 continue
             text = documented[name][column].strip("`")
             value = None if text.startswith("—") else parse_override(f"v={text}")[1]
