@@ -116,12 +116,15 @@ def prequential(job: tuple[str, str, float, int, dict[str, Any], int | None]) ->
 
 # ---- report -----------------------------------------------------------------------------
 def table(
-    results: dict[tuple[str, str, float], list[float]], datasets: list[str], models: list[str]
+    results: dict[tuple[str, str, float], list[float]],
+    datasets: list[str],
+    models: list[str],
+    fractions: list[float],
 ) -> str:
     head = "| data | labels | " + " | ".join(models) + " | ours − best river | target |"
     lines = [head, "|" + "---|" * (len(models) + 4)]
     for data_name in datasets:
-        for frac in FRACTIONS:
+        for frac in fractions:
             means = {}
             cells = []
             for m in models:
@@ -155,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="{}", help="JSON overrides of the classifier")
     parser.add_argument("--only", choices=("ours", "river"), help="run one side only")
     parser.add_argument("--data", nargs="+", default=["digits", "ImageSegments"])
+    parser.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
     parser.add_argument("--quick", action="store_true", help="300 records, one mask")
     parser.add_argument("--json", help="also write the accuracies to this file")
     args = parser.parse_args(argv)
@@ -167,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
     jobs = []
     for data_name in args.data:
-        for frac in FRACTIONS:
+        for frac in args.fractions:
             for seed in seeds:
                 for m in models:
                     if m != OURS and frac == 1.0 and seed != seeds[0]:
@@ -186,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         f"prequential accuracy, mean ± sd over label masks {list(seeds)}"
         f"{' (quick: 300 records)' if args.quick else ''}; classifier overrides: {params}"
     )
-    print(table(results, args.data, models))
+    print(table(results, args.data, models, args.fractions))
     print(f"{len(jobs)} runs in {elapsed:.0f} s on {args.workers} worker(s)")
     if args.json:
         rows = [

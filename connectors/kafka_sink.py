@@ -20,8 +20,8 @@ PRODUCER_DEFAULTS: dict[str, Any] = {"acks": "all", "linger_ms": 20, "batch_size
                                      "enable_idempotence": False}
 """Measured on tansu. Idempotence is off: after a broker restart on its s3 engine, tansu
 answers a retried batch it did not keep with DUPLICATE_SEQUENCE_NUMBER, which kafka-python
-takes for success, so the records were lost without an error (48 of 20 000 outputs in one
-run of ``tests/reliability/test_broker_restarts.py``). Without idempotence a lost batch
+takes for success, so the records were lost without an error (up to 82 of 20 100 outputs in
+runs with two restarts; see "Reliability" in ``BENCHMARKS.md``). Without idempotence a lost batch
 fails its futures and :meth:`KafkaSink.flush` sends it again: at least once, never silently
 lost (outputs carry ids for readers to drop duplicates)."""
 

@@ -183,8 +183,21 @@ class KafkaSource(Source):
             self._consumer.seek_to_end(*unknown)
 
     def poll(self, max_records: int, timeout: float) -> list[Record]:
+        """Up to ``max_records`` records; ``[]`` also while the broker is away.
+
+        kafka-python's ``poll`` mostly returns nothing while it cannot reach the
+        broker, but now and then raises a retriable error (a failed coordinator or
+        metadata refresh); that is an empty poll too, after waiting ``timeout``.
+        """
         consumer = self._connect()
-        fetched = consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
+        try:
+            fetched = consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            logger.debug("poll failed, retrying: %r", exc)
+            time.sleep(timeout)
+            return []
         records = []
         for tp, messages in fetched.items():
             stream = stream_of(tp)

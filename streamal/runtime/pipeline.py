@@ -217,6 +217,7 @@ class Pipeline:
             if not patient or stopping():
                 raise error
             self._wait(self._checkpointer.wait_hint(), stopping)
+            self._observer.beat()
 
     def _wait(self, seconds: float, stopping: Callable[[], bool]) -> None:
         """Sleep up to ``seconds``, waking early on a stop request."""
