@@ -230,6 +230,24 @@ OBSERVABILITY_KEYS = {
                            check=_non_negative),
 }
 
+BACKTEST_KEYS = {
+    "labels": Key("str", None, "JSON file of labelled [start, end] windows per series (NAB's "
+                  "format); \"bundled:NAME\" is a file shipped in streamal/data",
+                  check=_non_empty),
+    "label_field": Key("str", None, "field holding the true label of every record, for the "
+                       "evaluation only (anomaly: 1/true = anomalous; classification: default "
+                       "decode.label_field)", check=_non_empty),
+    "series": Key("str", None, "what a series of the labels names: key (decode.key_field) or "
+                  "file (source file); default key when decode.key_field is set, else file",
+                  choices=("key", "file")),
+    "warmup": Key("int", None, "anomaly: first records of each series left out of the "
+                  "point-wise metrics (default alerts.warmup, else 0)", check=_non_negative),
+    "rolling_window": Key("int", 500, "classification: records in the rolling accuracy",
+                          check=_at_least_one),
+    "report": Key("str", "backtest-report", "folder of the report: Parquet outputs, "
+                  "summary.json, report.html and its PNG plots", check=_non_empty),
+}
+
 TOP_KEYS = {
     "name": Key("str", None, "name of the pipeline, shown in logs"),
     "description": Key("str", None, "free text"),
@@ -246,6 +264,7 @@ TABLES: dict[str, dict[str, Key]] = {
     "run": RUN_KEYS,
     "scaleout": SCALEOUT_KEYS,
     "observability": OBSERVABILITY_KEYS,
+    "backtest": BACKTEST_KEYS,
 }
 """Spec tables and their keys (``model`` also takes the estimator's parameters)."""
 

@@ -330,6 +330,7 @@ def validate(raw: Mapping[str, Any], origin: str | None = None) -> Spec:
     data["alerts"] = _check_optional(raw, "alerts", problems)
     data["drift"] = _check_optional(raw, "drift", problems)
     data["scaleout"] = _check_optional(raw, "scaleout", problems)
+    data["backtest"] = _check_optional(raw, "backtest", problems)
     data["outputs"] = _check_outputs(present["outputs"], problems)
     if data["drift"] is not None and "detector" in data["drift"]:
         _check_drift(data["drift"], problems)

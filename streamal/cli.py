@@ -6,11 +6,15 @@
                                                     SIGTERM or SIGINT (then a final checkpoint)
     streamal demo [--out DIR] [--set ...]           replay the bundled NAB series, print a summary
     streamal spec SPEC [--set ...]                  validate a spec, print it with defaults
+    streamal backtest SPEC [--set ...] [--labels FILE] [--label-field NAME] [--report DIR]
+                                                    replay a spec's files, evaluate the
+                                                    outputs, write a report
     streamal checkpoint show PATH [--json]          describe a checkpoint file (or a directory's
                                                     newest)
 
 SPEC is a TOML file or the name of a packaged spec (``demo``,
-``sensor_anomaly_kafka``, ``semisupervised_kafka``, ``backtest_files``). Logs
+``sensor_anomaly_kafka``, ``semisupervised_kafka``, ``backtest_files``,
+``backtest_nab``, ``semisupervised_files``). Logs
 go to stderr, one line per event; summaries go to stdout.
 """
 
@@ -70,6 +74,22 @@ def _parser() -> argparse.ArgumentParser:
                                help="validate a spec and print it with its defaults")
     spec.add_argument("spec", help="TOML spec file or packaged spec name")
 
+    backtest = commands.add_parser(
+        "backtest", parents=[overrides],
+        help="replay a spec's files through its pipeline, evaluate the outputs against "
+             "labels, write Parquet outputs, summary.json and an HTML report")
+    backtest.add_argument("spec", help="TOML spec file or packaged spec name")
+    backtest.add_argument("--labels", metavar="FILE",
+                          help="JSON file of labelled [start, end] windows per series "
+                               "(NAB's format); sets backtest.labels")
+    backtest.add_argument("--label-field", metavar="NAME",
+                          help="field holding every record's true label; sets "
+                               "backtest.label_field")
+    backtest.add_argument("--report", metavar="DIR",
+                          help="report folder; sets backtest.report")
+    backtest.add_argument("--no-progress", action="store_true",
+                          help="no progress bar (there is none when stderr is not a terminal)")
+
     checkpoint = commands.add_parser("checkpoint", help="inspect checkpoints")
     actions = checkpoint.add_subparsers(dest="action", required=True, metavar="ACTION")
     show = actions.add_parser("show", help="describe a checkpoint file")
@@ -89,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    from streamal.backtest import LabelError
     from streamal.checkpoint import CheckpointError
     from streamal.connectors.base import DeliveryError
     from streamal.pipelines import SpecError
@@ -100,8 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args.out, args.overrides)
         if args.command == "spec":
             return _show_spec(args.spec, args.overrides)
+        if args.command == "backtest":
+            return _backtest(args)
         return _checkpoint_show(args.path, args.json)
-    except SpecError as exc:
+    except (SpecError, LabelError) as exc:
         print(f"streamal: {exc}", file=sys.stderr)
         return EXIT_SPEC
     except BrokenPipeError:  # `streamal ... | head`: the reader left, nothing went wrong
@@ -276,6 +299,39 @@ def _demo_summary(spec: Any, counters: Mapping[str, Any], targets: Mapping[str, 
     if latest:
         lines.append(f"  checkpoint:     {latest[0]}")
         lines.append(f"  inspect it:     streamal checkpoint show {latest[0]}")
+    return "\n".join(lines)
+
+
+# ---- backtest ------------------------------------------------------------------------------
+def _backtest(args: argparse.Namespace) -> int:
+    from streamal.backtest import backtest
+
+    options = (("labels", args.labels), ("label_field", args.label_field),
+               ("report", args.report))
+    overrides = [*args.overrides, *(f"backtest.{key}={json.dumps(value)}"
+                                    for key, value in options if value is not None)]
+    result = backtest(args.spec, overrides, progress=not args.no_progress)
+    print(_backtest_summary(result.summary, result.report))
+    return 0
+
+
+def _backtest_summary(summary: Mapping[str, Any], report: Path) -> str:
+    counts, found = summary["counts"], summary["metrics"]
+    lines = [f"streamal backtest ({summary['task']}): {counts['records']} records, "
+             f"{counts['alerts']} alerts, {counts['drift_events']} drift events, "
+             f"{counts['dead_letters']} dead letters in {summary['seconds']:.1f} s"]
+    nab = found.get("nab") or {}
+    shown = [(name, found.get(name)) for name in (
+        "roc_auc", "pr_auc", "f1", "far", "mar", "accuracy", "kappa", "accuracy_labelled",
+        "accuracy_unlabelled") if name in found]
+    shown += [(f"nab_{profile}", nab[profile]["score"]) for profile in nab
+              if isinstance(nab[profile], Mapping)]
+    lines += [f"  {name + ':':<26}{'n/a' if value is None else f'{value:.4f}'}"
+              for name, value in shown]
+    if not found:
+        lines.append("  no labels: no quality metrics")
+    lines.append(f"  report:                   {report / 'report.html'}")
+    lines.append(f"  summary:                  {report / 'summary.json'}")
     return "\n".join(lines)
 
 
