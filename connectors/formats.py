@@ -136,15 +136,47 @@ def _read_csv(
         return
     _check_field(path, time_field, columns)
     row = 0
-    with pd.read_csv(path, sep=sep, chunksize=batch_rows) as chunks:
+    # nullable dtypes: an integer column with gaps stays integer (a label 3, not 3.0)
+    with pd.read_csv(path, sep=sep, chunksize=batch_rows, dtype_backend="numpy_nullable") as chunks:
         for chunk in chunks:
             first, row = row, row + len(chunk)
             if row <= start:
                 continue
             chunk = chunk.iloc[max(0, start - first):]
-            values = chunk.astype(object).where(chunk.notna(), None).to_dict("records")
+            values = _cells(chunk).to_dict("records")
             for offset, value in enumerate(values, start=max(first, start)):
                 yield offset, value, value.get(time_field) if time_field else None
+
+
+def _cells(chunk: pd.DataFrame) -> pd.DataFrame:
+    """``chunk`` as Python values, ``None`` where a cell is empty.
+
+    One cell that is not a number turns a whole column into text; its other cells are
+    numbers again here, so that only the record with the bad cell is dead-lettered.
+
+    >>> import io
+    >>> text = io.StringIO("v,n\\n1.5,3\\nbroken,\\n7,4")
+    >>> chunk = pd.read_csv(text, dtype_backend="numpy_nullable")
+    >>> _cells(chunk).to_dict("records")
+    [{'v': 1.5, 'n': 3}, {'v': 'broken', 'n': None}, {'v': 7, 'n': 4}]
+    """
+    cells = chunk.astype(object).where(chunk.notna(), None)
+    for name, dtype in chunk.dtypes.items():
+        if isinstance(dtype, pd.StringDtype):
+            cells[name] = pd.Series([_number_or_text(cell) for cell in cells[name]],
+                                    index=cells.index, dtype=object)
+    return cells
+
+
+def _number_or_text(cell: Any) -> Any:
+    if cell is None or "_" in cell:  # Python's int("1_000") is 1000; a CSV's is text
+        return cell
+    for parse in (int, float):
+        try:
+            return parse(cell)
+        except ValueError:
+            pass
+    return cell
 
 
 def _read_jsonl(path: str, start: int, time_field: str | None) -> Iterator[Row]:

@@ -41,6 +41,21 @@ def test_csv_rows_are_python_dicts_with_none_for_missing(tmp_path):
     assert all(r.event_time is None and r.key is None for r in records)
 
 
+def test_one_bad_csv_cell_spoils_only_its_own_record(tmp_path):
+    # pandas reads a column with one text cell as text and an integer column with gaps as
+    # floats; the rows still carry numbers where the file has numbers, and labels stay 3
+    path = tmp_path / "m.csv"
+    path.write_text("t,value,label,sensor\n1,0.5,3,a7\n2,broken,,7\n3,1e3,4,b\n4,1_0,5,c\n")
+    values = [r.value for r in drain(FileSource(path, batch_rows=2))]
+    assert values == [
+        {"t": 1, "value": 0.5, "label": 3, "sensor": "a7"},
+        {"t": 2, "value": "broken", "label": None, "sensor": 7},
+        {"t": 3, "value": 1000.0, "label": 4, "sensor": "b"},
+        {"t": 4, "value": "1_0", "label": 5, "sensor": "c"},
+    ]
+    assert all(type(v["label"]) is int for v in values if v["label"] is not None)
+
+
 def test_csv_delimiter_is_guessed_from_the_header(tmp_path):
     path = tmp_path / "skab.csv"
     path.write_text("datetime;Current;anomaly\n2020-02-08 13:30:47;2.1;0.0\n")
