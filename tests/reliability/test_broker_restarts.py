@@ -2,9 +2,9 @@
 
 tansu runs on its s3 engine (a local moto server), so the topics survive a ``kill -9`` of the
 broker. The stream arrives in six parts (so the run cannot end before the faults); the
-broker is killed halfway through each of the first five, as the issue asks. While it is away the pipeline's consumer
-gets nothing, its sinks cannot deliver, and checkpoints wait with backoff; when it is back the
-pipeline reconnects (a new producer where needed) without a restart. Pass: it ends by
+broker is killed halfway through each of the first five. While it is away the pipeline's
+consumer gets nothing, its sinks cannot deliver, and checkpoints wait with backoff; when it
+is back the pipeline reconnects (a new producer where needed) without a restart. Pass: it ends by
 itself with exit 0, every input has an output, the model equals that of an uninterrupted
 run, and each outage is logged once (one line when it starts, one when it ends), not once
 per record or per client retry.

@@ -15,8 +15,6 @@ from __future__ import annotations
 import ast
 import json
 import logging
-import pathlib
-import pickle
 import socket
 import time
 from pathlib import Path
@@ -83,12 +81,10 @@ def test_no_module_can_unpickle(tmp_path: Path) -> None:
 
 
 # ---- crafted checkpoints -------------------------------------------------------------------
-class Evil:
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self) -> tuple:
-        return (pathlib.Path.touch, (self.marker,))
+def evil_pickle(marker: Path) -> bytes:
+    """A protocol-0 pickle, written by hand, that creates ``marker`` when unpickled
+    (it calls ``builtins.open(marker, "w")``)."""
+    return f"cbuiltins\nopen\n(S{str(marker)!r}\nS'w'\ntR.".encode()
 
 
 def good_checkpoint(directory: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -148,13 +144,13 @@ def test_crafted_checkpoints_are_refused_clearly_and_run_no_code(tmp_path: Path)
     # a pickle posing as the newest checkpoint: skipped with a warning, never unpickled
     directory = tmp_path / "good"
     newest = CheckpointStore(directory).latest_sequence + 1
-    (directory / f"checkpoint-{newest:010d}.parquet").write_bytes(pickle.dumps(Evil(marker)))
+    (directory / f"checkpoint-{newest:010d}.parquet").write_bytes(evil_pickle(marker))
     good = CheckpointStore(directory).list()[-2]
     pipe = resume(directory)
     assert pipe._summary.resumed_from == str(good) and pipe.counters["records_in"] == 300
     only = tmp_path / "only-pickle"
     only.mkdir()
-    (only / "checkpoint-0000000001.parquet").write_bytes(pickle.dumps(Evil(marker)))
+    (only / "checkpoint-0000000001.parquet").write_bytes(evil_pickle(marker))
     with pytest.raises(CheckpointError, match="none of 1 checkpoints is valid"):
         resume(only)
     assert not marker.exists()
