@@ -17,7 +17,10 @@ under the standard, reward-low-FP and reward-low-FN profiles, with one
 threshold for all series chosen by NAB's own sweep, and point-wise ROC-AUC of
 the rows past the probationary period (label: inside a window). Each detector
 is told the series' probationary period, as NAB tells its detectors; the
-presets use it as calibration window (and a fifth of it as alert hold-off).
+presets use it as calibration window (and a fifth of it as alert hold-off),
+and estimate the series' period from its probationary records for the
+seasonal check that sits beside the raw detector (the same check for
+every detector).
 
 SKAB (``valve1``, 16 files): the first 400 rows of each file are its training
 part (always learnt, never scored); F1, FAR and MAR pooled over the test rows

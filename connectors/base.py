@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 __all__ = [
     "DeliveryError",
@@ -93,6 +95,11 @@ def next_positions(records: Iterable[Record]) -> dict[str, int]:
 def encode_json(record: Mapping[str, Any]) -> bytes:
     """Encode a sink record as strict, compact JSON (UTF-8).
 
+    orjson writes the common records; anything it would write differently from
+    the standard library (NaN and infinities become ``null`` there, NumPy
+    scalars and integers past 64 bits are refused) goes through :mod:`json`,
+    which decides. Floats are written in their shortest round-trip form.
+
     Raises
     ------
     TypeError
@@ -100,10 +107,29 @@ def encode_json(record: Mapping[str, Any]) -> bytes:
     ValueError
         If it holds NaN or an infinity, which strict JSON does not allow.
 
+    Examples
+    --------
+    >>> encode_json({"id": "t:0@1", "score": 0.25, "alert": False})
+    b'{"id":"t:0@1","score":0.25,"alert":false}'
+    >>> encode_json({"score": float("nan")})
+    Traceback (most recent call last):
+    ...
+    ValueError: Out of range float values are not JSON compliant
     """
     if not isinstance(record, Mapping):
         raise TypeError(f"a sink record must be a mapping, got {type(record).__name__}")
+    try:
+        encoded = orjson.dumps(record, option=_ORJSON_STRICT)
+    except TypeError:
+        encoded = b"null"  # let json decide below
+    if b"null" not in encoded:  # a NaN or an infinity would have become null
+        return encoded
     return json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+_ORJSON_STRICT = (orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+                  | orjson.OPT_PASSTHROUGH_SUBCLASS)
+"""Refuse (and so hand to :mod:`json`) the types orjson alone would write."""
 
 
 class Source(ABC):
@@ -154,6 +180,12 @@ class Sink(ABC):
     @abstractmethod
     def add(self, record: Mapping[str, Any], key: str | None = None) -> None:
         """Buffer one JSON-serialisable record."""
+
+    def add_many(self, records: Sequence[Mapping[str, Any]],
+                 keys: Sequence[str | None]) -> None:
+        """Buffer ``records`` in order, ``keys[i]`` with ``records[i]``: :meth:`add` each."""
+        for record, key in zip(records, keys, strict=True):
+            self.add(record, key)
 
     @abstractmethod
     def flush(self) -> None:

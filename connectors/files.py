@@ -96,6 +96,11 @@ class FileSource(Source):
         Rows read from a CSV or Parquet file at once.
     delimiter
         CSV delimiter; by default guessed from the header among ``, ; tab |``.
+    file_field
+        Name of a field added to every record (replacing one of that name),
+        holding the path of its file: a per-key field for one model per file.
+        A JSONL line then becomes a dict; one that is not a JSON object stays
+        raw bytes (for the dead letter).
 
     Examples
     --------
@@ -124,6 +129,7 @@ class FileSource(Source):
         speed: float | None = None,
         batch_rows: int = 10_000,
         delimiter: str | None = None,
+        file_field: str | None = None,
     ) -> None:
         self.path = path
         self.format = format
@@ -132,6 +138,7 @@ class FileSource(Source):
         self.speed = speed
         self.batch_rows = batch_rows
         self.delimiter = delimiter
+        self.file_field = file_field
         if speed is not None and not speed > 0:
             raise ValueError(f"speed must be a positive number or None, got {speed!r}")
         self._files: list[tuple[str, str]] = []
@@ -174,7 +181,22 @@ class FileSource(Source):
                 warned = True
                 logger.warning("%s row %d: cannot read event time %r; such rows keep their "
                                "place in the file and get no event time", name, row, raw_time)
+            if self.file_field is not None:
+                value = self._with_file(value, name)
             yield (last, index, row), Record(value, (name, row), event_time=event_time)
+
+    def _with_file(self, value: Any, name: str) -> Any:
+        """``value`` with :attr:`file_field` set to ``name`` (raw bytes left as they are
+        when they are not a JSON object)."""
+        if isinstance(value, (bytes, str)):
+            try:
+                parsed = json.loads(value)
+            except (ValueError, RecursionError):
+                return value
+            if not isinstance(parsed, dict):
+                return value
+            value = parsed
+        return {**value, self.file_field: name}
 
     def _peek(self) -> Record | None:
         if self._next is None:

@@ -75,12 +75,18 @@ class KafkaSink(Sink):
         self._broken: KafkaError | None = None  # why the last producer could not send
 
     def add(self, record: Mapping[str, Any], key: str | None = None) -> None:
-        value = encode_json(record)
-        key_bytes = None if key is None else key.encode()
-        if self._broken is not None:  # no producer since the last flush: flush retries
-            self._sent.append((key_bytes, value, self._broken))
-        else:
-            self._sent.append((key_bytes, value, self._send(key_bytes, value)))
+        self.add_many((record,), (key,))
+
+    def add_many(self, records: Sequence[Mapping[str, Any]],
+                 keys: Sequence[str | None]) -> None:
+        sent = self._sent
+        for record, key in zip(records, keys, strict=True):
+            value = encode_json(record)
+            key_bytes = None if key is None else key.encode()
+            if self._broken is not None:  # no producer since the last flush: flush retries
+                sent.append((key_bytes, value, self._broken))
+            else:
+                sent.append((key_bytes, value, self._send(key_bytes, value)))
 
     def _send(self, key: bytes | None, value: bytes) -> Any:
         """Send one record; return its future, or the error if it could not be sent."""

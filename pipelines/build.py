@@ -17,7 +17,7 @@ from typing import Any
 
 from streamal.connectors import FileSink, FileSource, KafkaSink, KafkaSource, Sink, Source
 
-from .schema import MODEL_KEYS, OUTPUT_KINDS, estimator_class
+from .schema import MODEL_KEYS, OUTPUT_KINDS, estimator_class, preset_class
 from .spec import Spec, SpecError
 
 __all__ = [
@@ -68,6 +68,7 @@ def build_source(spec: Spec) -> Source:
             time_field=source["time_field"],
             time_format=source["time_format"],
             speed=source["speed"],
+            file_field=source["file_field"],
         )
     except (FileNotFoundError, ValueError) as exc:
         raise SpecError([("source.path", str(exc))], spec.origin) from None
@@ -129,7 +130,8 @@ def _output_broker(spec: Spec) -> tuple[Any, dict[str, Any]]:
 
 
 def model_factory(spec: Spec) -> Callable[[], Any]:
-    """A callable that builds a fresh, untrained estimator from the ``model`` table.
+    """A callable that builds a fresh, untrained estimator from the ``model`` table
+    (the preset's class with ``model.preset``, see :mod:`streamal.estimators.presets`).
 
     Raises :class:`SpecError` when ``model.device`` names CUDA on a machine without it
     (else every record would fail to score and go to the dead letter).
@@ -143,7 +145,9 @@ def model_factory(spec: Spec) -> Callable[[], Any]:
             raise SpecError([("model.device", f"{device!r}, but CUDA is not available on this "
                               "machine (use 'cpu' or 'auto')")], spec.origin)
     params = {k: v for k, v in model.items() if k not in MODEL_KEYS}
-    return functools.partial(estimator_class(model["task"]), **params)
+    preset = model.get("preset")
+    cls = estimator_class(model["task"]) if preset is None else preset_class(preset)
+    return functools.partial(cls, **params)
 
 
 def build_pipeline(spec: Spec, sinks: Mapping[str, Sink] | None = None,

@@ -12,7 +12,10 @@ import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streamal.estimators.presets import Preset
 
 __all__ = [
     "KAFKA_SECURITY_KEYS",
@@ -22,6 +25,7 @@ __all__ = [
     "Key",
     "estimator_class",
     "model_keys",
+    "preset_class",
 ]
 
 REQUIRED = object()
@@ -52,6 +56,9 @@ SECRET_KEYS = frozenset({"sasl_plain_password", "ssl_password"})
 """Keys whose literal values are never shown (``env:NAME`` references are)."""
 
 TASKS = {"anomaly": "ActivationDetector", "classification": "ActivationClassifier"}
+
+PRESET_NAMES = ("series", "sensor")
+"""Tuned anomaly detectors a spec may pick (see :mod:`streamal.estimators.presets`)."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,9 @@ FILE_SOURCE_KEYS = {
     "time_format": Key("str", None, "strptime format of string times (default ISO 8601)"),
     "speed": Key("float", None, "replay at N x real time (default: as fast as possible)",
                  check=_positive),
+    "file_field": Key("str", None, "field added to every record holding its file's path (per-"
+                      "file models: name it in decode.key_field, model.per_key = true)",
+                      check=_non_empty),
 }
 
 SOURCE_KEYS = {"type": Key("str", REQUIRED, "kafka or file", choices=("kafka", "file")),
@@ -145,6 +155,9 @@ MODEL_KEYS = {
     "max_models": Key("int", 1000, "bound on the number of per-key models", check=_at_least_one),
     "max_classes": Key("int", 1000, "classification: bound on the number of classes (records of "
                        "a further class go to the dead letter)", check=_at_least_one),
+    "preset": Key("str", None, "anomaly: a tuned detector instead of a plain ActivationDetector "
+                  "(series: one univariate series; sensor: one multivariate stream)",
+                  choices=PRESET_NAMES),
 }
 
 ALERT_KEYS = {
@@ -280,8 +293,16 @@ _ANNOTATION_KINDS = (("tuple", "int_list"), ("bool", "bool"), ("int", "int"), ("
                      ("str", "str"))
 
 
-def model_keys(task: str) -> dict[str, Key]:
-    """Keys of the ``model`` table for ``task``: the runtime's and the estimator's parameters.
+def preset_class(name: str) -> type[Preset]:
+    """The estimator class of a preset (``series`` or ``sensor``)."""
+    from streamal.estimators.presets import PRESETS
+
+    return PRESETS[name]
+
+
+def model_keys(task: str, preset: str | None = None) -> dict[str, Key]:
+    """Keys of the ``model`` table for ``task``: the runtime's and the estimator's parameters
+    (the preset's, with a ``preset``).
 
     Examples
     --------
@@ -291,9 +312,11 @@ def model_keys(task: str) -> dict[str, Key]:
     ('int_list', 'float', 'int', 'str')
     >>> keys["lr"].default == ActivationDetector().lr
     True
+    >>> sorted(set(model_keys("anomaly", "series")) - set(MODEL_KEYS))
+    ['probation', 'seed']
 
     """
-    cls = estimator_class(task)
+    cls = estimator_class(task) if preset is None else preset_class(preset)
     keys = dict(MODEL_KEYS)
     for name, param in inspect.signature(cls).parameters.items():
         if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
@@ -333,4 +356,6 @@ _PARAM_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "max_features": _at_least_one,
     "label_repeat": _at_least_one,
     "temperature": _positive,
+    "probation": lambda value: None if value >= 4 else "must be at least 4",
+    "warm_up": _at_least_one,
 }

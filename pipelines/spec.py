@@ -48,12 +48,14 @@ from .schema import (
     KAFKA_SOURCE_KEYS,
     OUTPUT_ENTRY_KEYS,
     OUTPUT_KINDS,
+    PRESET_NAMES,
     SECRET_KEYS,
     SOURCE_KEYS,
     TABLES,
     TOP_KEYS,
     Key,
     model_keys,
+    preset_class,
 )
 
 if sys.version_info >= (3, 11):
@@ -363,7 +365,22 @@ def _check_model(given: Any, problems: list[tuple[str, str]]) -> dict[str, Any]:
     task = given.get("task", "anomaly") if isinstance(given, dict) else "anomaly"
     if task not in ("anomaly", "classification"):
         return _check_table("model", given, TABLES["model"], problems)
-    return _check_table("model", given, model_keys(task), problems)
+    preset = given.get("preset") if isinstance(given, dict) else None
+    if preset not in PRESET_NAMES:  # none, or an unknown one (reported as a bad value)
+        return _check_table("model", given, model_keys(task), problems)
+    if task != "anomaly":
+        problems.append(("model.preset", "the presets are anomaly detectors: not with "
+                         f"model.task = {task!r}"))
+        return _check_table("model", given, model_keys(task), problems)
+    keys = model_keys(task, preset)
+    known = {k for p in (None, *PRESET_NAMES) for k in model_keys(task, p)}
+    takes = ", ".join(k for k in keys if k not in TABLES["model"])
+    foreign = [k for k in given if k not in keys and k in known]
+    for key in foreign:
+        problems.append((f"model.{key}", f"not a parameter of the {preset!r} preset (it takes "
+                         f"{takes}; its detector's settings are fixed)"))
+    return _check_table("model", {k: v for k, v in given.items() if k not in foreign}, keys,
+                        problems)
 
 
 def _check_optional(raw: Mapping[str, Any], name: str,
@@ -396,10 +413,41 @@ def _check_together(data: dict[str, Any], problems: list[tuple[str, str]]) -> No
         problems.append(("decode.label_field", "required when model.task = 'classification'"))
     if model["per_key"] and decode["key_field"] is None:
         problems.append(("decode.key_field", "required when model.per_key = true"))
+    if model["preset"] is not None:
+        _check_preset(data, problems)
     alerts = data["alerts"]
     if alerts is not None and alerts["policy"] == "fixed" and alerts["value"] is None:
         problems.append(("alerts.value", "required when alerts.policy = 'fixed'"))
     _check_output_targets(data, problems)
+
+
+def _check_preset(data: dict[str, Any], problems: list[tuple[str, str]]) -> None:
+    """A preset calibrates, alerts and gates by itself: the other tables must fit it.
+
+    ``[alerts]`` must be the fixed policy (its ``value`` defaults to the preset's
+    alert level, filled in here) and must let every record be learnt.
+    """
+    preset = data["model"]["preset"]
+    level = preset_class(preset).alert
+    alerts, features = data["alerts"], data["decode"]["features"]
+    if alerts is not None:
+        if alerts["policy"] != "fixed":
+            problems.append(("alerts.policy", f"the {preset!r} preset calibrates its scores "
+                             f"itself: use policy = 'fixed' (value defaults to its alert "
+                             f"level, {level})"))
+        elif alerts["value"] is None:
+            alerts["value"] = level
+        if not alerts["learn_alerts"]:
+            problems.append(("alerts.learn_alerts", f"the {preset!r} preset gates its own "
+                             "learning and must see every record it scores: set it to true "
+                             "(or leave it out)"))
+    if preset == "series" and features is not None and len(features) != 1:
+        problems.append(("decode.features", "the 'series' preset watches one numeric field: "
+                         f"give exactly one, got {len(features)}"))
+    scaleout = data["scaleout"]
+    if scaleout is not None and scaleout["mode"] == "shared":
+        problems.append(("scaleout.mode", "shared mode trains one network over the workers: "
+                         "not with a preset (use per_partition or per_key)"))
 
 
 def _check_drift(drift: dict[str, Any], problems: list[tuple[str, str]]) -> None:

@@ -18,31 +18,20 @@ tensor([[3., 4.]])
 
 from __future__ import annotations
 
-from typing import cast
-
-import numpy as np
 import torch
 from torch import nn
 
-_EPS = 1e-12
-_VAR_EPS = 1e-8
+NORM_EPS = 1e-12
+"""Floor of a norm that is divided by (a row of zeros stays zeros)."""
+VAR_EPS = 1e-8
+"""Added to the running variance of ``std_abs`` before its square root."""
 
 
 def _rescale(z: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Scale each row of ``z`` to the norm of the same row of ``like``."""
     target = torch.linalg.vector_norm(like, dim=1, keepdim=True)
     current = torch.linalg.vector_norm(z, dim=1, keepdim=True)
-    return z * (target / current.clamp_min(_EPS))
-
-
-def _row_norms(a: np.ndarray) -> np.ndarray:
-    """``‖a_b‖`` of each row as a column; the same bits for a row whatever the batch."""
-    return np.sqrt(np.add.reduce(a * a, axis=1, keepdims=True))
-
-
-def _rescale_array(z: np.ndarray, like: np.ndarray) -> np.ndarray:
-    """:func:`_rescale` on numpy arrays (the CPU fast path of the network)."""
-    return z * (_row_norms(like) / np.maximum(_row_norms(z), _EPS))
+    return z * (target / current.clamp_min(NORM_EPS))
 
 
 class Abs(nn.Module):
@@ -51,14 +40,7 @@ class Abs(nn.Module):
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return y.abs()
 
-    def forward_array(self, y: np.ndarray) -> np.ndarray:
-        """:meth:`forward` on a numpy array (the network's CPU fast path)."""
-        return np.abs(y)
-
     def update(self, y: torch.Tensor) -> None:
-        """Stateless: nothing to learn."""
-
-    def update_array(self, y: np.ndarray) -> None:
         """Stateless: nothing to learn."""
 
 
@@ -72,15 +54,7 @@ class LayerNormAbs(nn.Module):
         a = y.abs()
         return _rescale(a - a.mean(dim=1, keepdim=True), y)
 
-    def forward_array(self, y: np.ndarray) -> np.ndarray:
-        """:meth:`forward` on a numpy array (the network's CPU fast path)."""
-        a = np.abs(y)
-        return _rescale_array(a - a.mean(axis=1, keepdims=True), y)
-
     def update(self, y: torch.Tensor) -> None:
-        """Stateless: nothing to learn."""
-
-    def update_array(self, y: np.ndarray) -> None:
         """Stateless: nothing to learn."""
 
 
@@ -124,15 +98,8 @@ class StdAbs(nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         a = y.abs()
-        z = (a - self.mean) / torch.sqrt(self.var + _VAR_EPS)
+        z = (a - self.mean) / torch.sqrt(self.var + VAR_EPS)
         return _rescale(z, y)
-
-    def forward_array(self, y: np.ndarray) -> np.ndarray:
-        """:meth:`forward` on a numpy array, reading the (CPU) buffers in place."""
-        buffers = self._buffers  # not self.mean: nn.Module's __getattr__ costs more
-        mean, var = cast(torch.Tensor, buffers["mean"]), cast(torch.Tensor, buffers["var"])
-        z = (np.abs(y) - mean.numpy()) / np.sqrt(var.numpy() + _VAR_EPS)
-        return _rescale_array(z, y)
 
     @torch.no_grad()
     def update(self, y: torch.Tensor) -> None:
@@ -151,23 +118,6 @@ class StdAbs(nn.Module):
         self.mean.mul_(keep).add_((1 - keep) * batch_mean)
         self.var.mul_(keep).add_((1 - keep) * batch_var)
         self.count.add_(a.shape[0])
-
-    def update_array(self, y: np.ndarray) -> None:
-        """:meth:`update` from a numpy array, writing the (CPU) buffers in place."""
-        a = np.abs(y)
-        batch_mean = a.mean(axis=0)
-        batch_var = a.var(axis=0)
-        count = self.count.numpy()
-        first = int(count) == 0
-        keep = 0.0 if first else self.decay
-        if first and a.shape[0] == 1:
-            batch_var = np.ones_like(batch_var)
-        mean, var = self.mean.numpy(), self.var.numpy()
-        mean *= keep
-        mean += (1 - keep) * batch_mean
-        var *= keep
-        var += (1 - keep) * batch_var
-        count += a.shape[0]
 
 
 ACTIVATIONS = {"abs": Abs, "std_abs": StdAbs, "layer_norm_abs": LayerNormAbs}

@@ -46,9 +46,27 @@ from __future__ import annotations
 import bisect
 import collections
 import math
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from river import anomaly, base
+
+from streamal.piece_state import export_child, floats, load_child
+
+
+def _is_supervised(detector: Any) -> bool:
+    """Whether ``detector`` scores and learns ``(x, y)`` (e.g. ``GaussianScorer``)."""
+    return isinstance(detector, base.SupervisedAnomalyDetector) or bool(
+        getattr(detector, "_supervised", False)
+    )
+
+
+def _call(detector: Any, method: str, x: Any, y: Any) -> Any:
+    """``detector.method(x, y)`` for a supervised detector, ``detector.method(x)`` otherwise."""
+    if _is_supervised(detector):
+        return getattr(detector, method)(x, y)
+    return getattr(detector, method)(x)
 
 
 def _record_key(x: Any, y: Any) -> Any:
@@ -181,20 +199,14 @@ class RankCalibrator(base.AnomalyDetector):
     # ---- the wrapped detector -------------------------------------------------
     @property
     def _supervised(self) -> bool:
-        inner = self.detector
-        return isinstance(inner, base.SupervisedAnomalyDetector) or bool(
-            getattr(inner, "_supervised", False)
-        )
+        return _is_supervised(self.detector)
 
     def _raw(self, x: Any, y: Any) -> float:
         """The detector's raw score of ``x``, reusing the one of the last ``score_one``."""
         key = _record_key(x, y)
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
-        if self._supervised:
-            raw = float(self.detector.score_one(x, y))  # type: ignore[attr-defined]
-        else:
-            raw = float(self.detector.score_one(x))  # type: ignore[attr-defined]
+        raw = float(_call(self.detector, "score_one", x, y))
         self._cache = (key, raw)
         return raw
 
@@ -243,10 +255,7 @@ class RankCalibrator(base.AnomalyDetector):
         elif self.holdoff and score >= self.alert:
             self._held = self.holdoff
         if learn:
-            if self._supervised:
-                self.detector.learn_one(x, y)  # type: ignore[attr-defined]
-            else:
-                self.detector.learn_one(x)  # type: ignore[attr-defined]
+            _call(self.detector, "learn_one", x, y)
         self._cache = None
 
     def _remember(self, smoothed: float) -> None:
@@ -261,3 +270,142 @@ class RankCalibrator(base.AnomalyDetector):
         """Number of reference scores held."""
         self._ensure_state()
         return len(self._reference)
+
+    # ---- checkpoints (see streamal.piece_state) ------------------------------------
+    def _export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Reference, recent raw scores, counters and the wrapped detector's state."""
+        self._ensure_state()
+        arrays, detector = export_child(self.detector, "detector.")
+        arrays["reference"] = floats(self._reference)
+        arrays["recent"] = floats(self._recent)
+        meta = {"seen": self._seen, "gated_run": self._gated_run, "held": self._held,
+                "detector": detector}
+        return arrays, meta
+
+    def _load_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+        """Load what :meth:`_export_state` wrote into this twin (same parameters)."""
+        self._ensure_state()
+        self.detector = load_child(self.detector, arrays, meta["detector"], "detector.")
+        self._reference = collections.deque(float(v) for v in arrays["reference"])
+        self._sorted = sorted(self._reference)
+        self._recent = collections.deque((float(v) for v in arrays["recent"]),
+                                         maxlen=self.smooth - 1)
+        self._seen = int(meta["seen"])
+        self._gated_run = int(meta["gated_run"])
+        self._held = int(meta["held"])
+        self._cache = None
+
+
+class Strongest(base.AnomalyDetector):
+    """The highest calibrated score of several detectors that watch the same records.
+
+    Calibrated scores share one scale (a rank among what was normal lately),
+    so detectors that look for different things, such as a window of recent
+    differences and a :class:`~streamal.seasonal.SeasonalCheck`, can be put
+    side by side: ``score_one`` is the largest of their scores, ``learn_one``
+    passes the record to each (each keeps its own gating), and a score is an
+    alert when any of them would call it one. An alert holds the *combined*
+    score off for ``holdoff`` records (capped at ``cap``), so one incident
+    seen by two detectors a few records apart is still one alert.
+
+    Parameters
+    ----------
+    detectors
+        The calibrated detectors (at least one).
+    holdoff
+        Records after an alert whose combined score is capped at ``cap``.
+    cap
+        The cap during a hold-off.
+
+    Examples
+    --------
+    Two detectors, each watching one sensor's size:
+
+    >>> import random
+    >>> from river import compose
+    >>> from streamal.seasonal import Magnitude
+    >>> rng = random.Random(2)
+    >>> a = RankCalibrator(compose.Select("a") | Magnitude(), window=200, grace=20)
+    >>> b = RankCalibrator(compose.Select("b") | Magnitude(), window=200, grace=20)
+    >>> both = Strongest([a, b], holdoff=10)
+    >>> for _ in range(300):
+    ...     both.learn_one({"a": rng.gauss(0, 1), "b": rng.gauss(0, 1)})
+    >>> x = {"a": 0.1, "b": 5.0}
+    >>> a.score_one(x), b.score_one(x), both.score_one(x), both.classify(both.score_one(x))
+    (0.075, 1.0, 1.0, True)
+    >>> both.learn_one(x)
+    >>> both.score_one({"a": 6.0, "b": 0.0})  # the next alert falls in the hold-off
+    0.5
+    """
+
+    def __init__(self, detectors: list[base.Estimator], holdoff: int = 0, cap: float = 0.5):
+        self.detectors = detectors
+        self.holdoff = holdoff
+        self.cap = cap
+
+    @classmethod
+    def _unit_test_params(cls):
+        from river import preprocessing
+
+        yield {
+            "detectors": [
+                RankCalibrator(
+                    preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(seed=0),
+                    window=30,
+                    grace=5,
+                ),
+                RankCalibrator(anomaly.HalfSpaceTrees(seed=1), window=20, grace=5, holdoff=3),
+            ],
+            "holdoff": 4,
+        }
+
+    def _members(self) -> list[base.Estimator]:
+        if not self.detectors:
+            raise ValueError("Strongest needs at least one detector")
+        if self.holdoff < 0:
+            raise ValueError(f"holdoff must be >= 0, got {self.holdoff}")
+        return self.detectors
+
+    def _strongest(self, x: Any, y: Any) -> float:
+        return max(_call(d, "score_one", x, y) for d in self._members())
+
+    def score_one(self, x: Any, y: Any = None) -> float:
+        """The highest of the detectors' scores of ``x`` (capped in a hold-off); changes nothing."""
+        score = self._strongest(x, y)
+        return min(score, self.cap) if getattr(self, "_held", 0) > 0 else score
+
+    def learn_one(self, x: Any, y: Any = None) -> None:
+        """Every detector learns ``x``; an alert starts the hold-off."""
+        held = getattr(self, "_held", 0)
+        if held > 0:
+            self._held = held - 1
+        elif self.holdoff and self.classify(self._strongest(x, y)):
+            self._held = self.holdoff
+        for d in self._members():
+            _call(d, "learn_one", x, y)
+
+    def classify(self, score: float) -> bool:
+        """Whether any detector would call ``score`` an alert."""
+        return any(bool(d.classify(score)) for d in self._members())  # type: ignore[attr-defined]
+
+    # ---- checkpoints (see streamal.piece_state) ------------------------------------
+    def _export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The hold-off and every detector's state."""
+        arrays: dict[str, np.ndarray] = {}
+        members = []
+        for i, detector in enumerate(self._members()):
+            own, meta = export_child(detector, f"detectors.{i}.")
+            arrays.update(own)
+            members.append(meta)
+        return arrays, {"held": getattr(self, "_held", 0), "detectors": members}
+
+    def _load_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+        """Load what :meth:`_export_state` wrote into this twin (same detectors)."""
+        members = self._members()
+        if len(meta["detectors"]) != len(members):
+            raise ValueError(f"state of {len(meta['detectors'])} detectors for a Strongest "
+                             f"of {len(members)}")
+        self.detectors = [load_child(d, arrays, m, f"detectors.{i}.")
+                          for i, (d, m) in enumerate(zip(members, meta["detectors"],
+                                                         strict=True))]
+        self._held = int(meta["held"])

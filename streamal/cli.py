@@ -381,7 +381,8 @@ def _pipeline_view(meta: Mapping[str, Any]) -> dict[str, Any] | None:
         models.append({"key": entry.get("key"), "estimator": model_meta.get("estimator"),
                        "features": model_meta.get("schema"),
                        "learnt": model_meta.get("n_learnt"),
-                       "pending": len(model_meta.get("pending_labels") or [])})
+                       "pending": len(model_meta.get("pending_labels") or []),
+                       "params": model_meta.get("params")})
     return {
         "written_at": None if written is None else time.strftime(
             "%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(written))),
@@ -413,8 +414,11 @@ def _describe_text(info: Mapping[str, Any], pipeline: Mapping[str, Any] | None) 
         lines.append(f"  models ({len(pipeline['models'])}):")
         for model in pipeline["models"][:20]:
             key = "(single model)" if model["key"] is None else model["key"]
-            lines.append(f"    {key}: {model['estimator']}, {model['learnt']} learnt, "
-                         f"{model['pending']} pending, features {model['features']}")
+            if model["learnt"] is None:  # a preset: its pieces keep their own counts
+                lines.append(f"    {key}: {model['estimator']}, parameters {model['params']}")
+            else:
+                lines.append(f"    {key}: {model['estimator']}, {model['learnt']} learnt, "
+                             f"{model['pending']} pending, features {model['features']}")
         if len(pipeline["models"]) > 20:
             lines.append(f"    ... and {len(pipeline['models']) - 20} more")
         lines.append(f"  spec:            {json.dumps(pipeline['spec'], sort_keys=True)}")

@@ -29,6 +29,7 @@ import logging
 import math
 import random
 import types
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -220,7 +221,8 @@ class DriftMonitor:
 
     def _ensure(self) -> None:
         if getattr(self, "_detectors", None) is None:
-            self._name, self._cls, _ = _lookup(self.detector)
+            self._name, self._cls, binary = _lookup(self.detector)
+            self._watched = ("error",) if binary else STREAMS
             self._detectors: dict[str, Any] = {}
             self._counts: dict[str, int] = {}
             self._detections: dict[str, int] = {}
@@ -237,19 +239,37 @@ class DriftMonitor:
 
         Values for a stream this monitor does not watch are ignored.
         """
+        events = self.update_many((value,), stream)
+        return {**events[0][1], **context} if events else None
+
+    def update_many(self, values: Sequence[float],
+                    stream: str = "score") -> list[tuple[int, dict[str, Any]]]:
+        """Feed ``values`` in order; return ``(index, event)`` of each drift they raise.
+
+        The same detections and state as :meth:`update` value by value.
+
+        Examples
+        --------
+        >>> monitor = DriftMonitor("PageHinkley", threshold=5.0)
+        >>> [(i, e["n"]) for i, e in monitor.update_many([0.0] * 50 + [9.0] * 5)]
+        [(50, 51)]
+        """
         self._ensure()
-        if not self.watches(stream):
-            return None
+        if stream not in self._watched:
+            return []
         if stream not in STREAMS:
             raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
         detector = self._detector(stream)
-        detector.update(bool(value) if stream == "error" else float(value))
-        self._counts[stream] += 1
-        if not detector.drift_detected:
-            return None
-        self._detections[stream] += 1
-        return {"kind": "drift", "stream": stream, "detector": self._name,
-                "n": self._counts[stream], **context}
+        cast = bool if stream == "error" else float
+        events = []
+        for i, value in enumerate(values):
+            detector.update(cast(value))
+            self._counts[stream] += 1
+            if detector.drift_detected:
+                self._detections[stream] += 1
+                events.append((i, {"kind": "drift", "stream": stream, "detector": self._name,
+                                   "n": self._counts[stream]}))
+        return events
 
     def counts(self) -> dict[str, int]:
         """Values seen per stream."""

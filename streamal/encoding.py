@@ -47,6 +47,49 @@ def check_magnitude(name: object, value: float) -> None:
         raise ValueError(f"feature {name!r} is too large: {value!r} (limit ±{MAX_MAGNITUDE:g})")
 
 
+_PLAIN_TYPES = (float, int)
+
+
+def plain_values(
+    x: Mapping[str, Any], order: tuple[str, ...], checked: bool = True
+) -> np.ndarray | None:
+    """``x``'s values as float64 when it has exactly the features ``order``, in that
+    order, each a finite float, int or bool within ``±MAX_MAGNITUDE``; else ``None``.
+
+    The fast way in for the common record; ``None`` sends a record to
+    :func:`validate_features` and the schema, which take (or reject) anything else.
+    ``checked=False`` leaves out the bound on the magnitudes (not the test for NaN
+    and infinities), for a caller that applies it itself.
+
+    Examples
+    --------
+    >>> plain_values({"a": 1.5, "b": 2}, ("a", "b"))
+    array([1.5, 2. ])
+    >>> plain_values({"b": 2.0, "a": 1.5}, ("a", "b")) is None  # another order
+    True
+    >>> [plain_values({"a": v, "b": 2.0}, ("a", "b")) for v in (float("nan"), "1", None, 1e200)]
+    [None, None, None, None]
+    """
+    if tuple(x) != order:
+        return None
+    values = x.values()
+    try:
+        # A finite sum of type float or int means finite numbers that float() reads
+        # as validate_features does: a str, None, Decimal or complex fails here or
+        # sums to another type, and so do numpy scalars (they take the general way).
+        total = sum(values)
+    except (TypeError, OverflowError):
+        return None
+    if type(total) not in _PLAIN_TYPES or total - total != 0:
+        return None
+    if checked and max(map(abs, values), default=0) > MAX_MAGNITUDE:
+        return None
+    try:
+        return np.fromiter(values, np.float64, len(order))
+    except OverflowError:  # an int beyond the float range
+        return None
+
+
 class FeatureLimitError(ValueError):
     """A record would take the model past its cap on the number of features."""
 
@@ -102,6 +145,8 @@ class FeatureSchema:
         self.max_features = max_features
         self.names: list[str] = list(names)
         self.index = {name: i for i, name in enumerate(self.names)}
+        # names as a tuple: tuple(record) == order finds a record with every feature, in order
+        self.order = tuple(self.names)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -126,6 +171,7 @@ class FeatureSchema:
         for name in new:
             self.index[name] = len(self.names)
             self.names.append(name)
+        self.order = tuple(self.names)
         return new
 
     def to_matrix(self, rows: Sequence[Mapping[str, float]]) -> np.ndarray:
@@ -163,19 +209,17 @@ class RunningMoments:
     def _refresh(self) -> None:
         """Cache :attr:`scale` for the current arrays (only learning calls this, so
         scoring never changes the object). The cache is used only while ``count``,
-        ``mean`` and ``m2`` are still the very arrays it was computed from."""
+        ``mean`` and ``m2`` are still the very arrays it was computed from;
+        :meth:`update` keeps it current in place."""
         self._scaled = (self.count, self.mean, self.m2, self.scale)
 
-    def _scale_now(self) -> np.ndarray:
-        cached = getattr(self, "_scaled", None)
-        if (
-            cached is not None
-            and cached[0] is self.count
-            and cached[1] is self.mean
-            and cached[2] is self.m2
-        ):
-            return cached[3]
-        return self.scale
+    def current(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(count, mean, m2, scale)`` as they are, to read (:meth:`owned` to write);
+        :attr:`scale` comes from the cache while it is the current arrays'."""
+        cached = self._scaled
+        if cached[0] is self.count and cached[1] is self.mean and cached[2] is self.m2:
+            return cached
+        return (self.count, self.mean, self.m2, self.scale)
 
     @property
     def var(self) -> np.ndarray:
@@ -188,23 +232,23 @@ class RunningMoments:
         self.m2 = np.concatenate([self.m2, np.zeros(extra)])
         self._refresh()
 
+    def owned(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(count, mean, m2, scale)``: the object's own arrays, which :meth:`update`
+        and the compiled kernels change in place (arrays assigned from outside are
+        copied first, so only the object's own are ever written)."""
+        cached = self._scaled
+        if not (cached[0] is self.count and cached[1] is self.mean and cached[2] is self.m2):
+            self.count, self.mean, self.m2 = (
+                np.array(a, dtype=np.float64) for a in (self.count, self.mean, self.m2)
+            )
+            self._refresh()
+        return self._scaled
+
     def update(self, values: np.ndarray) -> None:
-        """Fold a ``(B, size)`` batch into the statistics."""
-        present = ~np.isnan(values)
-        n_b = present.sum(axis=0).astype(float)
-        if not n_b.any():
-            return
-        filled = np.where(present, values, 0.0)
-        safe_n = np.maximum(n_b, 1.0)
-        mean_b = filled.sum(axis=0) / safe_n
-        m2_b = (np.where(present, values - mean_b, 0.0) ** 2).sum(axis=0)
-        total = self.count + n_b
-        safe_total = np.maximum(total, 1.0)
-        shift = mean_b - self.mean
-        self.mean = self.mean + shift * n_b / safe_total
-        self.m2 = self.m2 + m2_b + shift**2 * self.count * n_b / safe_total
-        self.count = total
-        self._refresh()
+        """Fold a ``(B, size)`` batch into the statistics, in place (a compiled kernel)."""
+        from streamal.kernels import moments_update, writable_rows  # numba loads on first use
+
+        moments_update(writable_rows(values), *self.owned())
 
     def standardise(self, values: np.ndarray) -> np.ndarray:
         """``(v − μ) / σ`` per column, clipped to ``±Z_CLIP``; NaN stays NaN.
@@ -212,7 +256,7 @@ class RunningMoments:
         A column with (almost) no spread yet uses a floor of ``1e-6·(|μ| + 1e-6)``
         so a constant sensor that moves is flagged instead of dividing by zero.
         """
-        z = (values - self.mean) / self._scale_now()
+        z = (values - self.mean) / self.current()[3]
         return np.minimum(np.maximum(z, -Z_CLIP), Z_CLIP)  # np.clip, less overhead; NaN stays
 
     @property

@@ -28,8 +28,13 @@ from __future__ import annotations
 import collections
 import math
 import numbers
+from collections.abc import Mapping
+from typing import Any
 
+import numpy as np
 from river import anomaly, base
+
+from streamal.piece_state import export_child, floats, load_child
 
 
 class LagWindow(base.Transformer):
@@ -120,6 +125,21 @@ class LagWindow(base.Transformer):
         for name, value in self._current(x).items():
             history.setdefault(name, collections.deque(maxlen=self.size)).append(value)
 
+    # ---- checkpoints (see streamal.piece_state) ------------------------------------
+    def _export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The history: one array per feature, the names (in order) in the meta."""
+        history = self._history()
+        arrays = {f"values.{i}": floats(values) for i, values in enumerate(history.values())}
+        return arrays, {"names": list(history)}
+
+    def _load_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+        """Load what :meth:`_export_state` wrote into this twin (same ``size``)."""
+        history = self._history()
+        history.clear()
+        for i, name in enumerate(meta["names"]):
+            history[str(name)] = collections.deque(
+                (float(v) for v in arrays[f"values.{i}"]), maxlen=self.size)
+
 
 class Lagged(base.AnomalyDetector):
     """A detector that sees the :class:`LagWindow` ending with each record.
@@ -184,3 +204,15 @@ class Lagged(base.AnomalyDetector):
     def classify(self, score: float) -> bool:
         """The wrapped detector's alert decision, when it has one."""
         return bool(self.detector.classify(score))  # type: ignore[attr-defined]
+
+    # ---- checkpoints (see streamal.piece_state) ------------------------------------
+    def _export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The window's and the detector's state."""
+        arrays, window = export_child(self._lags(), "window.")
+        more, detector = export_child(self.detector, "detector.")
+        return {**arrays, **more}, {"window": window, "detector": detector}
+
+    def _load_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+        """Load what :meth:`_export_state` wrote into this twin (same parameters)."""
+        load_child(self._lags(), arrays, meta["window"], "window.")
+        self.detector = load_child(self.detector, arrays, meta["detector"], "detector.")

@@ -20,15 +20,19 @@ True
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import torch
 from torch import nn
 
-from streamal.activations import make_activation
+from streamal.activations import Abs, LayerNormAbs, StdAbs, make_activation
 from streamal.layers import DenseLayer, LocallyConnectedLayer
+
+if TYPE_CHECKING:
+    from streamal.kernel_state import KernelState
 
 Layer = DenseLayer | LocallyConnectedLayer
 
@@ -38,28 +42,43 @@ class Activation(Protocol):
 
     def update(self, y: torch.Tensor) -> None: ...
 
-    def forward_array(self, y: np.ndarray) -> np.ndarray: ...
-
-    def update_array(self, y: np.ndarray) -> None: ...
-
 
 FAST_PATH_MAX_WEIGHTS = 1 << 17
-"""CPU networks of dense layers with at most this many weights in all run in numpy."""
+"""CPU networks of float32 dense layers with at most this many weights in all run
+through the compiled kernels of :mod:`streamal.kernels`."""
 
 
-def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` through torch, which keeps to ``torch.set_num_threads`` (numpy's
-    OpenBLAS starts its own threads, a large loss on a busy machine)."""
-    return torch.mm(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+class _KernelCache:
+    """A network's :class:`~streamal.kernel_state.KernelState` and what it was built from.
 
+    The views stay the network's while ``namespaces[k][keys[k]] is held[k]`` for
+    every ``k`` (a replaced buffer, layer or decay rebuilds them). A copy of the
+    network starts empty: copied views would point at the original.
+    """
 
-def _matmul(h: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``h @ w`` in ``w``'s dtype; float32 products are summed in float64 and rounded
-    once, so a record's output does not depend on the rest of its batch (BLAS picks
-    other kernels, and summation orders, for other batch sizes)."""
-    if w.dtype == np.float32:
-        return _mm(h.astype(np.float64), w.astype(np.float64)).astype(np.float32)
-    return _mm(h, w)
+    def __init__(self) -> None:
+        self.namespaces: tuple[dict[str, Any], ...] = ()
+        self.keys: tuple[str, ...] = ()
+        self.held: tuple[object, ...] = ()
+        self.built = False
+        self.state: KernelState | None = None
+        self.weights = 0
+
+    def watch(self, checks: list[tuple[dict[str, Any], str, object]]) -> None:
+        """Hold the views valid while each ``(namespace, key, object)`` still holds."""
+        self.namespaces, self.keys, self.held = (tuple(c) for c in zip(*checks))
+        self.built = True
+
+    def valid(self) -> bool:
+        return self.built and all(
+            map(operator.is_, map(dict.get, self.namespaces, self.keys), self.held)
+        )
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _KernelCache:
+        return _KernelCache()
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        return (_KernelCache, ())
 
 
 DeltaReducer = Callable[
@@ -121,6 +140,7 @@ class ActivationNetwork(nn.Module):
         )
         self.lr = lr
         self.delta_reducer: DeltaReducer | None = None
+        self._kernel_cache = _KernelCache()
 
     @classmethod
     def dense(
@@ -165,45 +185,92 @@ class ActivationNetwork(nn.Module):
         return self.stack[0].in_features
 
     def fast_path(self, x: torch.Tensor) -> bool:
-        """Whether ``x`` goes through the numpy CPU fast path (small dense CPU networks).
+        """Whether ``x`` goes through the compiled CPU kernels (small dense CPU networks).
 
         Eager torch costs several microseconds per op whatever the size; a network
-        of a few thousand weights computes in less. The fast path gives the torch
-        path's numbers up to float32 rounding (``tests/test_network.py`` checks it)
-        and is never used on CUDA, with autograd, or for locally connected layers.
+        of a few thousand weights computes in less. The kernels give the torch
+        path's numbers up to float32 rounding (``tests/test_fast_path.py`` checks
+        it) and are never used on CUDA, with autograd, for locally connected
+        layers or for float64 weights.
         """
-        if x.device.type != "cpu" or x.requires_grad:
-            return False
-        total = 0
-        for layer in self.layers._modules.values():
-            if type(layer) is not DenseLayer:
-                return False
-            w = cast(torch.Tensor, layer._buffers["weight"])
-            if w.device.type != "cpu" or w.dtype != x.dtype or w.requires_grad:
-                return False
-            total += w.numel()
-        if total > FAST_PATH_MAX_WEIGHTS:
-            return False
-        for f in self.activations._modules.values():
-            if not hasattr(f, "forward_array"):
-                return False
-        return True
+        return self._fast(x) is not None
 
-    def _forward_arrays(self, x: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """``(inputs, outputs)`` of every layer, in numpy, on views of the weights."""
-        inputs, outputs = [x], []
-        acts = list(self.activations._modules.values())
-        for i, layer in enumerate(self.layers._modules.values()):
-            y = _matmul(inputs[-1], cast(torch.Tensor, layer._buffers["weight"]).numpy())
-            outputs.append(y)
-            if i < len(acts):
-                inputs.append(cast(Activation, acts[i]).forward_array(y))
-        return inputs, outputs
+    def _fast(self, x: torch.Tensor) -> KernelState | None:
+        if x.device.type != "cpu" or x.dtype != torch.float32 or x.requires_grad:
+            return None
+        return self.kernel_state()
+
+    def kernel_state(self) -> KernelState | None:
+        """The network as the kernels of :mod:`streamal.kernels` see it, or ``None``
+        where they do not apply (see :meth:`fast_path`). Cached while the buffers,
+        layers and decays it views stay the same objects."""
+        cache = self._kernel_cache
+        if not cache.valid():
+            self._kernel_cache = cache = self._build_kernel_state()
+        return cache.state if cache.weights <= FAST_PATH_MAX_WEIGHTS else None
+
+    def _build_kernel_state(self) -> _KernelCache:
+        layers, acts = self.layers, self.activations
+        checks: list[tuple[dict[str, Any], str, object]] = [
+            (self._modules, "layers", layers),
+            (self._modules, "activations", acts),
+            (layers._modules, str(len(layers)), None),  # nothing appended since
+            (acts._modules, str(len(acts)), None),
+        ]
+        checks += [(layers._modules, str(i), layer) for i, layer in enumerate(layers)]
+        checks += [(acts._modules, str(i), f) for i, f in enumerate(acts)]
+        cache = _KernelCache()
+        cache.state = self._kernel_views(checks)
+        cache.watch(checks)
+        if cache.state is None:
+            cache.weights = FAST_PATH_MAX_WEIGHTS + 1
+        else:
+            cache.weights = sum(w.size for w in cache.state.weights)
+        return cache
+
+    def _kernel_views(self, checks: list[tuple[dict[str, Any], str, object]]) -> KernelState | None:
+        """The views for the kernels, or ``None`` for a network they do not take; adds
+        to ``checks`` every buffer and setting it reads."""
+        from streamal import kernels  # numba loads on first use, not on import
+        from streamal.kernel_state import KernelState
+
+        kinds = {Abs: kernels.ABS, StdAbs: kernels.STD_ABS, LayerNormAbs: kernels.LAYER_NORM_ABS}
+        weights = []
+        for layer in self.layers:
+            w = layer._buffers.get("weight") if type(layer) is DenseLayer else None
+            if not isinstance(w, torch.Tensor):
+                return None
+            checks.append((layer._buffers, "weight", w))
+            if w.device.type != "cpu" or w.dtype != torch.float32 or not w.is_contiguous():
+                return None
+            weights.append(w.numpy())
+        # per layer; the top layer (no activation above it) and the stateless
+        # activations get stand-ins that the kernels never read
+        codes, decays = [kernels.ABS] * len(weights), [0.0] * len(weights)
+        stats = [(np.zeros(0, np.float32),) * 2 + (np.zeros(1, np.int64),)] * len(weights)
+        for i, f in enumerate(self.activations):
+            if type(f) not in kinds:
+                return None
+            codes[i] = kinds[type(f)]
+            if isinstance(f, StdAbs):
+                buffers = [cast(torch.Tensor, f._buffers[k]) for k in ("mean", "var", "count")]
+                checks += [(f._buffers, k, t) for k, t in zip(("mean", "var", "count"), buffers)]
+                checks.append((vars(f), "decay", f.decay))
+                dtypes = (torch.float32, torch.float32, torch.int64)
+                if any(t.device.type != "cpu" or t.dtype != d for t, d in zip(buffers, dtypes)):
+                    return None
+                mean, var, count = (t.numpy() for t in buffers)
+                stats[i], decays[i] = (mean, var, count.reshape(1)), f.decay
+        means, variances, counts = zip(*stats)
+        return KernelState(
+            tuple(weights), np.array(codes, np.int64), means, variances, counts, np.array(decays)
+        )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every layer's output ``y_l`` (before its activation), bottom first."""
-        if self.fast_path(x):
-            return [torch.from_numpy(y) for y in self._forward_arrays(x.numpy())[1]]
+        state = self._fast(x)
+        if state is not None:
+            return [torch.from_numpy(y) for y in state.forward(_rows(x))[0]]
         outputs = []
         h = x
         for i, layer in enumerate(self.layers):
@@ -215,9 +282,9 @@ class ActivationNetwork(nn.Module):
 
     def activation(self, x: torch.Tensor) -> torch.Tensor:
         """The output activation ``‖y_top‖²`` of each record."""
-        if self.fast_path(x):
-            top = self._forward_arrays(x.numpy())[1][-1]
-            return torch.from_numpy(np.add.reduce(top * top, axis=1))
+        state = self._fast(x)
+        if state is not None:
+            return torch.from_numpy(state.forward(_rows(x))[1])
         with torch.no_grad():
             return self(x)[-1].square().sum(dim=1)
 
@@ -236,8 +303,9 @@ class ActivationNetwork(nn.Module):
         records learnt with a positive rate. Returns the outputs computed
         before the update.
         """
-        if self.fast_path(x):
-            return self._learn_arrays(x, rate, mask)
+        state = self._fast(x)
+        if state is not None:
+            return self._learn_compiled(state, x, rate, mask)
         inputs, outputs = [x], []
         for i, layer in enumerate(self.layers):
             outputs.append(layer(inputs[-1]))
@@ -258,32 +326,35 @@ class ActivationNetwork(nn.Module):
                 cast(Activation, f).update(y)
         return outputs
 
-    def _learn_arrays(
-        self, x: torch.Tensor, rate: torch.Tensor | None, mask: torch.Tensor | None
+    def _learn_compiled(
+        self,
+        state: KernelState,
+        x: torch.Tensor,
+        rate: torch.Tensor | None,
+        mask: torch.Tensor | None,
     ) -> list[torch.Tensor]:
-        """:meth:`learn` in numpy, updating the CPU buffers in place (the fast path)."""
-        weights = [layer.weight.numpy() for layer in self.stack]
-        inputs, outputs = self._forward_arrays(x.numpy())
-        r = None if rate is None else rate.detach().cpu().numpy().astype(x.numpy().dtype)
-        deltas = []
-        for i, (w, h, y) in enumerate(zip(weights, inputs, outputs)):
-            residual = h - _mm(y, w.T)
-            if i == 0 and mask is not None:
-                residual *= mask.detach().cpu().numpy()
-            if r is not None:
-                residual *= r[:, None]
-            deltas.append(_mm(residual.T, y) / h.shape[0])
-        n_act = len(self.activations)
-        learnt = outputs[:n_act] if r is None else [y[r > 0] for y in outputs[:n_act]]
-        if self.delta_reducer is not None:
-            reduced, pooled = self.delta_reducer(
+        """:meth:`learn` through the kernels; a :attr:`delta_reducer` gets the deltas
+        and outputs as tensors that share the arrays' memory, as on the torch path."""
+        r = _NO_RATE if rate is None else _rows(rate)
+        m = _NO_MASK if mask is None else _rows(mask)
+        reducer = self.delta_reducer
+        outs, deltas = state.learn(_rows(x), r, m, self.lr, apply=reducer is None)
+        if reducer is not None:
+            n_act = len(self.activations)
+            learnt = list(outs[:n_act]) if rate is None else [y[r > 0] for y in outs[:n_act]]
+            reduced, pooled = reducer(
                 [torch.from_numpy(d) for d in deltas], [torch.from_numpy(y) for y in learnt]
             )
-            deltas = [d.detach().cpu().numpy() for d in reduced]
-            learnt = [y.detach().cpu().numpy() for y in pooled]
-        for w, delta in zip(weights, deltas):
-            w += self.lr * delta
-        for f, y in zip(self.activations, learnt):
-            if y.shape[0]:
-                cast(Activation, f).update_array(y)
-        return [torch.from_numpy(y) for y in outputs]
+            for layer, delta in zip(self.stack, reduced):
+                layer.weight.add_(delta.to(layer.weight.device), alpha=self.lr)
+            state.update_statistics([y.detach().cpu().numpy() for y in pooled])
+        return [torch.from_numpy(y) for y in outs]
+
+
+_NO_RATE = np.zeros(0, np.float32)
+_NO_MASK = np.zeros((0, 0), np.float32)
+
+
+def _rows(t: torch.Tensor) -> np.ndarray:
+    """A tensor as a C-contiguous float32 numpy array (a view where it already is one)."""
+    return np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy())

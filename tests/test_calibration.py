@@ -13,7 +13,7 @@ import river.datasets
 from river import anomaly, base, checks, datasets
 
 from streamal import ActivationDetector
-from streamal.calibration import RankCalibrator
+from streamal.calibration import RankCalibrator, Strongest
 from streamal.estimators.detector import sensor_detector, series_detector
 
 
@@ -141,10 +141,11 @@ class _BundledCreditCard:
         return ((x, y == 1) for x, y in itertools.islice(datasets.Shuttle(), n))
 
 
-def test_river_checks_pass(monkeypatch):
+@pytest.mark.parametrize("estimator", [RankCalibrator, Strongest])
+def test_river_checks_pass(monkeypatch, estimator):
     monkeypatch.setattr(river.datasets, "CreditCard", _BundledCreditCard)
-    for params in RankCalibrator._unit_test_params():
-        model = RankCalibrator(**params)
+    for params in estimator._unit_test_params():
+        model = estimator(**params)
         ran = []
         for check in checks.yield_checks(model):
             check(model.clone())
@@ -187,7 +188,8 @@ def test_series_preset_flags_a_spike_and_is_reproducible():
     first = scores()
     assert first == scores()
     alerts = [t for t in range(400, 1200) if first[t] >= 0.9965]
-    assert 1000 in alerts and len(alerts) <= 6  # about 1 in 300 by construction, plus the spike
+    # two calibrated checks (lag window, seasonal), each about 1 in 300 by construction
+    assert 1000 in alerts and len(alerts) <= 8
     assert max(first[1001:1040]) <= 0.5  # then held off
 
 
@@ -203,3 +205,72 @@ def test_sensor_preset_keeps_alarming_through_a_long_anomaly():
     scores = np.array(scores)
     assert (scores[360:500] >= 0.99).mean() > 0.9  # gated: the anomaly is not learnt
     assert (scores[220:350] >= 0.99).mean() < 0.1
+
+
+# ---- Strongest: calibrated detectors side by side ----------------------------------
+class Feature(base.AnomalyDetector):
+    """Raw score = |x[name]|; remembers what it learnt."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.learnt: list[float] = []
+
+    def score_one(self, x):
+        return abs(x[self.name])
+
+    def learn_one(self, x):
+        self.learnt.append(x[self.name])
+
+
+def pair(holdoff=0):
+    a = RankCalibrator(Feature("a"), window=100, grace=10, gate=None)
+    b = RankCalibrator(Feature("b"), window=100, grace=10, gate=None)
+    return a, b, Strongest([a, b], holdoff=holdoff)
+
+
+def feed(model, n=200, seed=0):
+    rng = random.Random(seed)
+    for _ in range(n):
+        model.learn_one({"a": rng.gauss(0, 1), "b": rng.gauss(0, 1)})
+
+
+def test_strongest_scores_the_highest_and_every_member_learns():
+    a, b, both = pair()
+    feed(both)
+    assert len(a.detector.learnt) == len(b.detector.learnt) == 200
+    for x in ({"a": 0.2, "b": 3.0}, {"a": 4.0, "b": 0.0}, {"a": 0.5, "b": 0.6}):
+        assert both.score_one(x) == max(a.score_one(x), b.score_one(x))
+    assert both.classify(0.995) and not both.classify(0.5)
+
+
+def test_strongest_holds_the_combined_score_off_after_an_alert():
+    a, b, both = pair(holdoff=5)
+    feed(both, seed=3)
+    for _ in range(5):  # quiet records: any hold-off from the feed runs out
+        both.learn_one({"a": 0.0, "b": 0.0})
+    x_a, x_b = {"a": 9.0, "b": 0.0}, {"a": 0.0, "b": 9.0}
+    assert both.score_one(x_b) == 1.0
+    both.learn_one(x_a)  # an alert seen by a
+    for _ in range(5):
+        assert both.score_one(x_b) == 0.5  # b's alert falls in the same incident
+        both.learn_one({"a": 0.1, "b": 0.1})
+    assert both.score_one(x_b) == 1.0
+
+
+def test_strongest_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="at least one"):
+        Strongest([]).score_one({"a": 1.0})
+    with pytest.raises(ValueError, match="holdoff"):
+        Strongest([RankCalibrator(Absolute())], holdoff=-1).learn_one({"v": 1.0})
+
+
+def test_series_preset_sees_a_missing_daily_peak():
+    rng = random.Random(7)
+    model = series_detector(probation=400, seed=0)
+    scores = []
+    for t in range(1500):
+        wave = max(math.sin(2 * math.pi * t / 96), 0.0)
+        v = (0.0 if 1200 <= t < 1296 else wave) + 0.05 * rng.gauss(0, 1)
+        scores.append(model.score_one({"value": v}))
+        model.learn_one({"value": v})
+    assert max(scores[1200:1296]) >= 0.9965

@@ -44,9 +44,11 @@ def frame_values(X: pd.DataFrame) -> np.ndarray:
     """A frame's values as float64 (NaN = missing); names the first bad column."""
     values = X.to_numpy()  # a plain numeric array when every column is numeric: no checks
     if isinstance(values.dtype, np.dtype) and values.dtype.kind in "biuf":
+        from streamal.kernels import within_or_nan  # numba loads on first use
+
         values = values.astype(np.float64, copy=False)
-        bad = np.abs(values) > MAX_MAGNITUDE  # ±inf too; NaN (missing) compares False
-        if bad.any():
+        if not within_or_nan(values.ravel(order="K"), MAX_MAGNITUDE):
+            bad = np.abs(values) > MAX_MAGNITUDE  # ±inf too; NaN (missing) compares False
             row, col = np.argwhere(bad)[0]
             check_magnitude(X.columns[col], float(values[row, col]))
         return values
@@ -110,6 +112,7 @@ class ActivationEstimator:
     def __getstate__(self) -> dict[str, Any]:
         # torch.Generator pickles differently on every call; its state does not.
         state = self.__dict__.copy()
+        state.pop("_columns_seen", None)  # a cache (see _column_names), not state
         if "_rngs" in state:
             state["_rngs"] = {k: g.get_state().numpy().tobytes() for k, g in state["_rngs"].items()}
         return state
@@ -176,17 +179,32 @@ class ActivationEstimator:
                 self.flush()
             start = stop
 
+    def _queue_row(self, row: np.ndarray, label: Any) -> None:
+        """Queue one row in the schema's order and width (``_ingest``'s fast way, for a
+        record with no new feature) and learn when the batch is full."""
+        pending = self._pending_values
+        if not pending and self.batch_size == 1:  # a batch of its own: learnt at once
+            self._learn_block(row.reshape(1, -1), [label])
+            self._n_learnt += 1
+            return
+        pending.append(row)
+        self._pending_labels.append(label)
+        if len(pending) >= self.batch_size:
+            self.flush()
+
     def _register(self, columns: Sequence[str], chunk: np.ndarray, labels: Sequence[Any]) -> None:
-        present = ~np.isnan(chunk)
         if self._network is None:
-            self._build_network(int(present[0].sum()))
+            self._build_network(int((~np.isnan(chunk[0])).sum()))
         known = self._schema.index
-        new = [j for j, c in enumerate(columns) if c not in known and present[:, j].any()]
-        if new:
-            first = {j: int(np.argmax(present[:, j])) for j in new}
-            names = [columns[j] for j in sorted(new, key=lambda j: (first[j], columns[j]))]
-            self._schema.new_names([dict.fromkeys(names)])  # raises past max_features
-            self._add_features(names)
+        unknown = [j for j, c in enumerate(columns) if c not in known]
+        if unknown:  # the new features are those present in some row of the chunk
+            present = ~np.isnan(chunk[:, unknown])
+            first = {j: int(np.argmax(present[:, k])) for k, j in enumerate(unknown)}
+            new = [j for k, j in enumerate(unknown) if present[:, k].any()]
+            if new:
+                names = [columns[j] for j in sorted(new, key=lambda j: (first[j], columns[j]))]
+                self._schema.new_names([dict.fromkeys(names)])  # raises past max_features
+                self._add_features(names)
         self._register_labels(labels)
 
     def _register_labels(self, labels: Sequence[Any]) -> None:
@@ -198,7 +216,7 @@ class ActivationEstimator:
             return
         width = len(self._schema)
         pending = self._pending_values
-        if all(len(row) == width for row in pending):
+        if len(pending[0]) == width:  # the first row is the narrowest: the schema only grows
             values = np.array(pending, dtype=np.float64)
         else:  # rows queued before the schema grew: the new columns are missing there
             values = np.full((len(pending), width), np.nan)
@@ -206,9 +224,13 @@ class ActivationEstimator:
                 values[r, : len(row)] = row
         labels = self._pending_labels
         self._pending_values, self._pending_labels = [], []
+        self._learn_block(values, labels)
+        self._n_learnt += len(values)
+
+    def _learn_block(self, values: np.ndarray, labels: Sequence[Any]) -> None:
+        """Fold a micro-batch into the running moments, then learn it."""
         self._moments.update(values)
         self._learn_values(values, labels)
-        self._n_learnt += len(values)
 
     def _learn_values(self, values: np.ndarray, labels: Sequence[Any]) -> None:
         """Learn one micro-batch of schema-aligned raw values (the classifier adds rehearsal)."""
@@ -231,12 +253,25 @@ class ActivationEstimator:
             return x, mask
         return x.to(device), mask.to(device)
 
+    def _column_names(self, X: pd.DataFrame) -> list[str]:
+        """``X``'s column names as strings (do not change the list). The last frame's
+        are reused while the columns are equal strings: frames cut from one stream
+        share them, and pandas takes ~15 µs to list a string Index."""
+        columns = X.columns
+        seen = getattr(self, "_columns_seen", None)
+        if seen is not None and columns.dtype == seen[0].dtype and columns.equals(seen[0]):
+            return seen[1]
+        raw = columns.tolist()
+        names = [str(c) for c in raw]
+        if all(type(c) is str for c in raw):
+            self._columns_seen = (columns, names)
+        return names
 
     def _query_values(self, rows: Sequence[Mapping[str, float]] | pd.DataFrame) -> np.ndarray:
         """Schema-aligned values of records to score; unknown features are ignored."""
         if isinstance(rows, pd.DataFrame):
             values = frame_values(rows)
-            names = rows.columns.to_numpy().tolist()
+            names = self._column_names(rows)
             if names == self._schema.names:  # the schema's columns in its order
                 return values  # only read (it may be the frame's own memory)
             out = np.full((len(rows), len(self._schema)), np.nan)
@@ -253,10 +288,10 @@ class ActivationEstimator:
         """The whole learnt state as named arrays and JSON metadata (no pickle)."""
         self._ensure_state()
         params = {k: list(v) if isinstance(v, tuple) else v for k, v in self._get_params().items()}
-        arrays: dict[str, np.ndarray] = {
-            "moments.count": self._moments.count,
-            "moments.mean": self._moments.mean,
-            "moments.m2": self._moments.m2,
+        arrays: dict[str, np.ndarray] = {  # copies: learning updates the moments in place
+            "moments.count": self._moments.count.copy(),
+            "moments.mean": self._moments.mean.copy(),
+            "moments.m2": self._moments.m2.copy(),
         }
         for purpose, rng in self._rngs.items():
             arrays[f"rng.{purpose}"] = rng.get_state().numpy()

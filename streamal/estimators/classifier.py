@@ -14,6 +14,7 @@ from river import base
 
 from streamal.encoding import validate_features
 from streamal.estimators.base import ActivationEstimator, frame_values
+from streamal.estimators.class_prior import ClassPrior
 from streamal.inference import candidate_activations
 from streamal.rule import truncated_linear_gain
 
@@ -77,11 +78,20 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
       is scaled to unit length, so a rare extreme value (a pixel that is
       almost always 0) does not swamp the others;
     * two layers of 512 units: slower to start than one layer, but the
-      second layer's nonlinearity gave the best accuracy once warm.
+      second layer's nonlinearity gave the best accuracy once warm;
+    * **imprinting**: when a class is registered, its label-block rows of the
+      bottom layer are set to the bottom layer's response to the features of
+      the record that brought it (scaled to norm ``imprint``), instead of
+      small random weights, so the class is recognisable from its first label;
+    * **prior correction**: the activations are shifted by
+      ``temperature · (log(labelled frequency) − log(predicted frequency))``
+      per class (:mod:`~streamal.estimators.class_prior`), so that a class
+      learnt from more labels does not take more than its share of the
+      predictions. Both frequencies change only when records are learnt.
 
-    The rehearsal buffer is part of the state (``save``/``load`` and pickle
-    restore it exactly) and, like everything else, is updated only when a
-    micro-batch is learnt, so ``learn_many`` stays identical to a loop of
+    The rehearsal buffer and the prior are part of the state (``save``/``load``
+    and pickle restore them exactly) and, like everything else, are updated only when
+    a micro-batch is learnt, so ``learn_many`` stays identical to a loop of
     ``learn_one``.
 
     Parameters
@@ -89,7 +99,8 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
     hidden
         Units per layer (``None``: one layer sized from the first record).
     activation, lr, decay, batch_size, bias, max_features, device, seed
-        As for :class:`~streamal.ActivationDetector`.
+        As for :class:`~streamal.ActivationDetector` (``decay`` also averages
+        the prior's predicted class frequencies).
     label_weight
         Norm of the label block (the features block has norm 1).
     label_repeat
@@ -100,10 +111,11 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
         activations (paper eq. 8).
     feedback
         Learn labelled records (rehearsed ones included) with feedback:
-        positive and negative sample. Off by default: it gained 1–2 points
-        with 1 % of the labels, but the unlearning (negative rates) made the
-        weights diverge to NaN on some runs, with ``unlearn`` 0.9 and 0.5
-        (BENCHMARKS.md); without it the capped rates bound every step.
+        positive and negative sample. After a step that unlearnt (negative
+        rates), weight rows longer than 1 are scaled back to 1, which keeps the
+        weights finite (unlearning alone sent them to NaN); not in a model
+        shared by ``SharedLearner``. Off by default: with the other defaults
+        it gained nothing (BENCHMARKS.md).
     unlearn
         The unlearning factor ``λ``.
     gain_slope
@@ -124,6 +136,12 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
         micro-batch takes ``warmup_passes`` steps instead of ``passes``.
     clip
         Standardised feature values are clipped to ``±clip``.
+    imprint
+        Norm of a new class's label-block rows, set from the first record of
+        the class (0: left at their small random start).
+    prior
+        Correct the activations for the class prior (see above); the predicted
+        class frequencies are averaged with ``decay`` per learnt record.
 
     Examples
     --------
@@ -164,6 +182,8 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
         warmup: int = 300,
         warmup_passes: int = 6,
         clip: float = 1.5,
+        imprint: float = 0.8,
+        prior: bool = True,
     ):
         self.hidden = hidden
         self.activation = activation
@@ -187,6 +207,8 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
         self.warmup = warmup
         self.warmup_passes = warmup_passes
         self.clip = clip
+        self.imprint = imprint
+        self.prior = prior
 
     @property
     def _multiclass(self) -> bool:
@@ -220,6 +242,9 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
             raise ValueError("replay and replay_size must not be negative")
         if not self.clip > 0:
             raise ValueError(f"clip must be positive, got {self.clip}")
+        if not self.imprint >= 0:
+            raise ValueError(f"imprint must not be negative, got {self.imprint}")
+        self._prior = ClassPrior(self.decay) if self.prior else None
         self._classes: list[Any] = []
         self._replay_values: list[np.ndarray] = []  # raw, schema-aligned; NaN = missing
         self._replay_labels: list[Any] = []
@@ -237,6 +262,36 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
             if label is not None and label not in self._classes:
                 self._classes.append(label)
                 self._network.bottom.grow_inputs(self.label_repeat, self._rngs["labels"])
+                if self._prior is not None:
+                    self._prior.add_classes(1)
+
+    def _register(self, columns: Sequence[str], chunk: np.ndarray, labels: Sequence[Any]) -> None:
+        """As the base's, then imprint the classes this chunk brought."""
+        known = len(self._classes)
+        super()._register(columns, chunk, labels)
+        if self.imprint and len(self._classes) > known:
+            new = self._classes[known:]
+            first = [list(labels).index(label) for label in new]
+            records = [dict(zip(columns, chunk[r].tolist())) for r in first]
+            self._imprint(range(known, len(self._classes)), self._query_values(records))
+
+    @torch.no_grad()
+    def _imprint(self, classes: range, values: np.ndarray) -> None:
+        """Set the label rows of ``classes`` to the bottom layer's response to ``values``.
+
+        Registration happens when a record is queued, before it is learnt, and in
+        the same order in ``learn_one``, ``learn_many`` and a shared model's step
+        (every worker registers every worker's labels), so all of them imprint alike.
+        """
+        assert self._network is not None
+        x, _ = self._encode(values)
+        weight = self._network.bottom.weight
+        response = x @ weight[: x.shape[1]]
+        norms = torch.linalg.vector_norm(response, dim=1, keepdim=True).clamp_min(1e-12)
+        rows = response / norms * (self.imprint / math.sqrt(self.label_repeat))
+        for k, row in zip(classes, rows):
+            start = x.shape[1] + k * self.label_repeat
+            weight[start : start + self.label_repeat] = row
 
     def _candidates(self, device: torch.device) -> torch.Tensor:
         """``(K, K·R)`` label blocks, one per class, each of norm ``label_weight``."""
@@ -254,11 +309,19 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
     def _export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays, meta = super()._export_state()
         arrays["replay.values"] = self._padded(self._replay_values, len(self._schema))
+        if self._prior is not None:
+            arrays["prior.labelled"] = self._prior.labelled.copy()
+            arrays["prior.predicted"] = self._prior.predicted.copy()
         return arrays, meta
 
     def _import_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
         super()._import_state(arrays, meta)
         self._replay_values = list(np.array(arrays["replay.values"], dtype=float))
+        if self._prior is not None and "prior.labelled" in arrays:
+            self._prior.labelled = np.array(arrays["prior.labelled"], dtype=float)
+            self._prior.predicted = np.array(arrays["prior.predicted"], dtype=float)
+        elif self._prior is not None:  # a state saved without the prior: start it afresh
+            self._prior.add_classes(len(self._classes))
 
     @staticmethod
     def _padded(rows: Sequence[np.ndarray], width: int) -> np.ndarray:
@@ -304,6 +367,11 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
         steps = self.warmup_passes if self._n_learnt < self.warmup else self.passes
         for _ in range(steps):
             self._learn_batch(x, mask, row_labels)
+        if self._prior is not None and self._classes:
+            self._prior.count([self._classes.index(lab) for lab in labels if lab is not None])
+            proba = torch.softmax(self._activations(x[: len(values)], prior=False).double()
+                                  / self.temperature, dim=1)
+            self._prior.observe(proba.cpu().numpy())
         if self.replay and self.replay_size:
             for row, label in zip(values, labels):
                 if label is not None:
@@ -337,15 +405,38 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
             rates = torch.cat([rates, -self.unlearn * self.label_rate * gain])
         rates = rates / rates.abs().mean().clamp(min=1.0)  # a step never exceeds lr's
         self._network.learn(inputs, rate=rates, mask=masks)
+        if self._network.delta_reducer is None and bool((rates < 0).any()):
+            self._cap_rows()  # not in a shared model: its workers must change alike
 
-    def _activations(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, K)`` activations over input strength, each class in the label block."""
+    @torch.no_grad()
+    def _cap_rows(self) -> None:
+        """Scale every weight row longer than 1 back to length 1.
+
+        Unlearning runs the rule with a negative rate, which turns its decay term
+        ``W y yᵀ`` into growth, and the growth feeds itself (larger weights, larger
+        ``y``). The rule's own fixed point has ``W Wᵀ = I`` (unit rows), so rows
+        longer than 1 are never where learning leads, and capping them keeps the
+        weights, and every output, bounded however hard a record is unlearnt.
+        """
+        assert self._network is not None
+        for layer in self._network.stack:
+            weight = layer.weight
+            norms = torch.linalg.vector_norm(weight, dim=1, keepdim=True)
+            weight.div_(norms.clamp_min(1.0))
+
+    def _activations(self, x: torch.Tensor, prior: bool = True) -> torch.Tensor:
+        """``(B, K)`` activations over input strength, each class in the label block,
+        shifted by the prior correction unless ``prior`` is false."""
         assert self._network is not None
         n_label = self._label_units()
         padded = torch.cat([x, x.new_zeros(len(x), n_label)], dim=1)
         units = slice(x.shape[1], x.shape[1] + n_label)
         act = candidate_activations(self._network, padded, units, self._candidates(x.device))
-        return act / (1.0 + self.label_weight**2)
+        act = act / (1.0 + self.label_weight**2)
+        if prior and self._prior is not None:
+            shift = torch.from_numpy(self.temperature * self._prior.log_ratio())
+            act = act + shift.to(device=act.device, dtype=act.dtype)
+        return act
 
     def _strongest_wrong(
         self, x: torch.Tensor, truth: torch.Tensor, candidates: torch.Tensor

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from river.base import AnomalyDetector
 
-from streamal.encoding import unit_rows, validate_features
+from streamal.encoding import plain_values, unit_rows, validate_features
 from streamal.estimators.base import ActivationEstimator, frame_values
 from streamal.inference import complete
 
@@ -107,6 +107,12 @@ class ActivationDetector(ActivationEstimator, AnomalyDetector):
     # ---- learning -----------------------------------------------------------
     def learn_one(self, x: dict) -> None:
         """Queue ``x`` for learning; raises ``ValueError`` naming a bad feature."""
+        self._ensure_state()
+        if self._network is not None:
+            row = plain_values(x, self._schema.order)
+            if row is not None:  # the schema's features in its order: nothing to register
+                self._queue_row(row, None)
+                return
         clean = validate_features(x)
         values = np.fromiter(clean.values(), np.float64, len(clean)).reshape(1, -1)
         self._ingest(list(clean), values, [None])
@@ -114,7 +120,27 @@ class ActivationDetector(ActivationEstimator, AnomalyDetector):
     def learn_many(self, X: pd.DataFrame) -> None:
         """Learn the rows of ``X`` (NaN = missing) exactly as a loop of :meth:`learn_one`."""
         values = frame_values(X)
-        self._ingest([str(c) for c in X.columns.to_numpy().tolist()], values, [None] * len(values))
+        self._ingest(self._column_names(X), values, [None] * len(values))
+
+    def _learn_block(self, values: np.ndarray, labels) -> None:
+        if not self._learn_compiled(values, fold=True):
+            super()._learn_block(values, labels)
+
+    def _learn_values(self, values: np.ndarray, labels) -> None:
+        if not self._learn_compiled(values, fold=False):
+            super()._learn_values(values, labels)
+
+    def _learn_compiled(self, values: np.ndarray, fold: bool) -> bool:
+        """Encode and learn raw values in one compiled call, folding them into the
+        moments first with ``fold``; ``False`` (nothing done) where the network is not
+        on the CPU fast path or has a ``delta_reducer`` (the fused call has no place
+        for one: ``network.learn`` calls it)."""
+        assert self._network is not None
+        state = self._network.kernel_state()
+        if state is None or self._network.delta_reducer is not None:
+            return False
+        state.learn_values(values, self._moments.owned(), fold, self.bias, self._network.lr)
+        return True
 
     def _learn_batch(self, x: torch.Tensor, mask: torch.Tensor, labels) -> None:
         assert self._network is not None
@@ -124,23 +150,41 @@ class ActivationDetector(ActivationEstimator, AnomalyDetector):
     def _scores(self, values: np.ndarray) -> np.ndarray:
         if self._network is None:
             return np.ones(len(values))
+        self._check_deviation()
+        state = self._network.kernel_state()
+        moments = self._moments
+        if state is not None:  # encode, forward and score in one compiled call
+            _, mean, _, scale = moments.current()
+            return state.score_values(values, mean, scale, self.bias, self.deviation)
         # as self._encode, without the mask; unit length: the input strength ‖x‖² is 1
-        rows = unit_rows(self._moments.standardise(values), self.bias)
+        rows = unit_rows(moments.standardise(values), self.bias)
         x = torch.from_numpy(rows.astype(np.float32))
         if self._resolved_device.type != "cpu":
             x = x.to(self._resolved_device)
         activation = self._network.activation(x).cpu().numpy().astype(float)
         score = np.minimum(np.maximum(1.0 - activation, 0.0), 1.0)  # np.clip, less overhead
         if self.deviation:
-            if not 0.0 < self.deviation <= 1.0:
-                raise ValueError(f"deviation must be in [0, 1], got {self.deviation}")
             distance = 1.0 - rows[:, -1] ** 2  # the bias unit is the last input
             score = score + self.deviation * (distance - score)
         return score
 
+    def _check_deviation(self) -> None:
+        if self.deviation and not 0.0 < self.deviation <= 1.0:
+            raise ValueError(f"deviation must be in [0, 1], got {self.deviation}")
+
     def score_one(self, x: dict) -> float:
         """Anomaly score of ``x`` in ``[0, 1]`` (1 before anything is learnt)."""
         self._ensure_state()
+        row = plain_values(x, self._schema.order, checked=False)
+        net = self._network
+        if row is not None and net is not None:  # the schema's features in its order
+            self._check_deviation()
+            state = net.kernel_state()
+            if state is not None:
+                _, mean, _, scale = self._moments.current()
+                score = state.score_row(row, mean, scale, self.bias, self.deviation)
+                if score == score:  # NaN: a value out of range, reported below
+                    return score
         return float(self._scores(self._query_values([validate_features(x)]))[0])
 
     def score_many(self, X: pd.DataFrame) -> np.ndarray:
@@ -192,6 +236,13 @@ class ActivationDetector(ActivationEstimator, AnomalyDetector):
 
 
 # ---- calibrated presets ------------------------------------------------------------
+SERIES_ALERT = 0.9965
+"""Calibrated score at which :func:`series_detector` alerts (and gates learning)."""
+
+SENSOR_ALERT = 0.99
+"""Calibrated score at which :func:`sensor_detector` alerts (and gates learning)."""
+
+
 def series_detector(probation: int = 750, seed: int | None = None, detector: Any = None) -> Any:
     """The default detector for one univariate series (NAB-style event detection).
 
@@ -201,15 +252,24 @@ def series_detector(probation: int = 750, seed: int | None = None, detector: Any
     ``probation`` learnt records. Records ranked at 0.9965 or above (about one
     in 300 of a steady series) are alerts and are not learnt (gated); an alert
     caps the next ``probation // 5`` scores at 0.5 (one alert per incident)
-    and those records are learnt. Use one instance per series; feed it records
-    such as ``{"value": 3.2}``, ``score_one`` before ``learn_one``.
+    and those records are learnt. Beside it, a
+    :class:`~streamal.seasonal.SeasonalCheck` estimates the period of the
+    series from its first ``probation`` records and, if it has a clear one,
+    ranks the seasonal difference (the change from one period earlier,
+    averaged over a tenth of a period) with the same calibration: a missing
+    daily peak or a holiday is contextual, invisible to the short window. The
+    score is the higher of the two (:class:`~streamal.calibration.Strongest`),
+    and an alert of either holds both off.
+    Use one instance per series; feed it records such as ``{"value": 3.2}``,
+    ``score_one`` before ``learn_one``.
 
     Parameters
     ----------
     probation
         Records the series needs before its scores mean anything (NAB gives
         each detector ``min(15 % of the series, 750)``): the calibration
-        window, and five times the hold-off.
+        window, five times the hold-off, and the records the period is
+        estimated from.
     seed
         Seed of the network.
     detector
@@ -218,31 +278,43 @@ def series_detector(probation: int = 750, seed: int | None = None, detector: Any
 
     Examples
     --------
-    >>> import math
+    A wave of period 2π·10 ≈ 63 records, with a spike at record 1200; the
+    spike is an alert and the records after it are held off:
+
+    >>> import math, random
     >>> from streamal.estimators.detector import series_detector
+    >>> rng = random.Random(0)
     >>> model = series_detector(probation=300, seed=0)
     >>> scores = []
     >>> for t in range(1500):
-    ...     x = {"value": math.sin(t / 10) + (5.0 if t == 1200 else 0.0)}
+    ...     x = {"value": math.sin(t / 10) + 0.05 * rng.gauss(0, 1) + (5.0 if t == 1200 else 0.0)}
     ...     scores.append(model.score_one(x))
     ...     model.learn_one(x)
-    >>> max(range(1000, 1500), key=lambda t: scores[t])
-    1200
+    >>> model.detectors[1].period, scores[1200], max(scores[1201:1260])
+    (63, 1.0, 0.5)
     """
-    from streamal.calibration import RankCalibrator
+    from streamal.calibration import RankCalibrator, Strongest
     from streamal.features import Lagged, LagWindow
+    from streamal.seasonal import Magnitude, SeasonalCheck
 
-    return Lagged(
-        RankCalibrator(
-            ActivationDetector(lr=0.25, seed=seed) if detector is None else detector,
+    def calibrated(raw: Any) -> RankCalibrator:
+        return RankCalibrator(
+            raw,
             window=probation,
             grace=min(100, probation),
-            alert=0.9965,
-            gate=0.9965,
+            alert=SERIES_ALERT,
+            gate=SERIES_ALERT,
             max_gated=100,
             holdoff=probation // 5,
-        ),
-        LagWindow(size=32, diff=True),
+        )
+
+    network = ActivationDetector(lr=0.25, seed=seed) if detector is None else detector
+    return Strongest(
+        [
+            Lagged(calibrated(network), LagWindow(size=32, diff=True)),
+            SeasonalCheck(calibrated(Magnitude()), probation=probation),
+        ],
+        holdoff=probation // 5,
     )
 
 
@@ -253,7 +325,7 @@ def sensor_detector(warm_up: int = 400, seed: int | None = None, detector: Any =
     sensor feeds an :class:`ActivationDetector` scoring the distance from the
     running mean (``deviation=1``); a :class:`~streamal.calibration.RankCalibrator`
     averages the raw score over 20 records and ranks it against the last
-    ``warm_up`` learnt ones. The first ``warm_up`` records (known to be
+    ``7 * warm_up // 8`` learnt ones. The first ``warm_up`` records (known to be
     normal) are always learnt; afterwards records ranked at 0.99 or above are
     alerts and are not learnt, so a long anomaly keeps alarming.
 
@@ -293,11 +365,11 @@ def sensor_detector(warm_up: int = 400, seed: int | None = None, detector: Any =
     return Lagged(
         RankCalibrator(
             ActivationDetector(lr=0.25, deviation=1.0, seed=seed) if detector is None else detector,
-            window=warm_up,
+            window=max(1, 7 * warm_up // 8),
             grace=min(50, warm_up),
             smooth=20,
-            alert=0.99,
-            gate=0.99,
+            alert=SENSOR_ALERT,
+            gate=SENSOR_ALERT,
             max_gated=100,
             learn_first=warm_up,
             skip=min(100, warm_up // 4),

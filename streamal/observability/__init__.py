@@ -101,7 +101,7 @@ def observe(settings: Mapping[str, Any] | None = None,
         configure_logging(logging.getLogger().level or logging.INFO, "json")
     outages = ClientOutages("kafka")
     outages.install()
-    metrics.on_progress(lambda _: outages.recovered())
+    metrics.on_progress(lambda what: outages.idle() if what == "beat" else outages.recovered())
     events = RateLimit(burst=int(given["event_log_burst"]))
     event_logger = logging.getLogger(EVENT_LOGGER)
     event_logger.addFilter(events)

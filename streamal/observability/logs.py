@@ -174,6 +174,29 @@ class ClientOutages(logging.Handler):
                     "counted, not logged)", self.name, lasted, count,
                     extra={"event": "client_recovered"})
 
+    def idle(self) -> None:
+        """A turn of the pipeline's loop: close the outage once the client has been quiet
+        for ``quiet`` seconds since its last complaint, if it worked after it (a pipeline
+        that caught up within the quiet period has no further progress to report).
+
+        Examples
+        --------
+        >>> now = [0.0]
+        >>> outages = ClientOutages("idle-client", clock=lambda: now[0])
+        >>> outages.emit(logging.makeLogRecord({"levelno": logging.ERROR, "msg": "down"}))
+        >>> now[0] = 0.5
+        >>> outages.recovered()  # too soon after the complaint
+        >>> now[0] = 2.0
+        >>> outages.idle()
+        >>> outages.in_outage
+        False
+        """
+        with self._lock_outage:
+            if (self._open_since is None or self._last_progress <= self._last_seen
+                    or self.clock() - self._last_seen < self.quiet):
+                return
+        self.recovered(force=True)
+
     def finish(self) -> None:
         """At the end of a run: close an open outage (said to be over if the client worked
         after its last complaint, else still going), then :meth:`uninstall`."""

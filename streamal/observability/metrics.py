@@ -124,7 +124,8 @@ class PipelineMetrics(Observer):
         self.registry.register(_Collected(self))
 
     def on_progress(self, listener: Callable[[str], None]) -> None:
-        """Call ``listener("records")`` / ``listener("checkpoint")`` when I/O worked again."""
+        """Call ``listener("records")`` / ``listener("checkpoint")`` when I/O worked again,
+        and ``listener("beat")`` at every turn of the pipeline's loop."""
         self._listeners.append(listener)
 
     # ---- observer hooks (the pipeline's thread) -------------------------------------------------
@@ -138,6 +139,8 @@ class PipelineMetrics(Observer):
 
     def beat(self) -> None:
         self._last_beat = self.clock()
+        for listener in self._listeners:
+            listener("beat")
 
     def batch(self, records: int, seconds: float) -> None:
         self.batch_records.observe(records)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import math
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from river import stats
@@ -40,6 +41,17 @@ class AlertPolicy:
 
     def update(self, score: float) -> Decision:
         raise NotImplementedError
+
+    def update_many(self, scores: Sequence[float]) -> tuple[list[bool], list[float | None]]:
+        """``(alerts, thresholds)`` of ``scores`` in order: what :meth:`update` gives one by one.
+
+        Examples
+        --------
+        >>> FixedThreshold(0.5).update_many([0.2, 0.7])
+        ([False, True], [0.5, 0.5])
+        """
+        decisions = [self.update(score) for score in scores]
+        return [d.alert for d in decisions], [d.threshold for d in decisions]
 
     def export_state(self) -> dict[str, Any]:
         """JSON-serialisable state (see :meth:`load_state`)."""
@@ -162,6 +174,7 @@ class QuantileThreshold(AlertPolicy):
         self._quantile = stats.RollingQuantile(self.q, window_size=int(self.window))
         self._recent: collections.deque[float] = collections.deque(maxlen=int(self.window))
         self._n = 0
+        self._needed = min(int(self.window), math.ceil(1.0 / (1.0 - self.q)))
 
     @property
     def n(self) -> int:
@@ -173,19 +186,40 @@ class QuantileThreshold(AlertPolicy):
     def threshold(self) -> float | None:
         """The threshold the next score will be compared with (None during warm-up)."""
         self._ensure()
-        needed = min(int(self.window), math.ceil(1.0 / (1.0 - self.q)))
-        value = self._quantile.get() if len(self._recent) >= needed else None
+        return self._current()
+
+    def _current(self) -> float | None:
+        if len(self._recent) < self._needed:
+            return None
+        value = self._quantile.get()
         return None if value is None else float(value)
 
     def update(self, score: float) -> Decision:
-        threshold = self.threshold
-        alert = threshold is not None and score >= threshold
-        score = float(score)
-        if math.isfinite(score) and self._n >= self.warmup:
-            self._quantile.update(score)
-            self._recent.append(score)
-        self._n += 1
-        return Decision(bool(alert), threshold)
+        alerts, thresholds = self.update_many((score,))
+        return Decision(alerts[0], thresholds[0])
+
+    def update_many(self, scores: Sequence[float]) -> tuple[list[bool], list[float | None]]:
+        """``(alerts, thresholds)`` of ``scores``, each judged before it joins the window."""
+        self._ensure()
+        quantile, recent, needed = self._quantile, self._recent, self._needed
+        n, warmup = self._n, self.warmup
+        alerts: list[bool] = []
+        thresholds: list[float | None] = []
+        for score in scores:
+            threshold = None
+            if len(recent) >= needed:
+                value = quantile.get()
+                if value is not None:
+                    threshold = float(value)
+            alerts.append(threshold is not None and bool(score >= threshold))
+            thresholds.append(threshold)
+            score = float(score)
+            if n >= warmup and math.isfinite(score):
+                quantile.update(score)
+                recent.append(score)
+            n += 1
+            self._n = n  # kept current: a failing score leaves the state of a loop of update
+        return alerts, thresholds
 
     def export_state(self) -> dict[str, Any]:
         self._ensure()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -173,6 +173,20 @@ class Emitter:
     def emit(self, output: str, record: Mapping[str, Any], key: str | None) -> None:
         sink = self.sinks.get(output)
         if sink is not None:
+            sink.add(record, key=key)
+
+    def emit_many(self, output: str, records: Sequence[Mapping[str, Any]],
+                  keys: Sequence[str | None]) -> None:
+        """:meth:`emit` each of ``records`` (``keys[i]`` with ``records[i]``): one call of the
+        sink's ``add_many`` (a sink without one gets ``add`` calls)."""
+        sink = self.sinks.get(output)
+        if sink is None or not records:
+            return
+        add_many = getattr(sink, "add_many", None)
+        if add_many is not None:
+            add_many(records, keys)
+            return
+        for record, key in zip(records, keys, strict=True):
             sink.add(record, key=key)
 
     def flush(self) -> None:

@@ -1,13 +1,18 @@
 """One micro-batch: decode → validate → score/predict → emit → learn → drift.
 
 Records are routed to a :class:`Lane` (a model with its alert policy and
-drift monitor; one lane, or one per value of the per-key field). Each lane
-judges its rows with the model as it stood *before* the batch (one
-``score_many``/``predict_proba_many`` call), then walks the rows in order:
-feature-cap check, alert decision, output; then learns the kept rows with
-``learn_many`` (equal to a loop of ``learn_one``, so batch sizes never change
-the model), then feeds the drift monitor. Everything is deterministic, so a
-resumed run repeats the uninterrupted one exactly.
+drift monitor; one lane, or one per value of the per-key field). A poll is
+decoded in one call. Each lane cuts its rows into chunks that the model
+judges as it stood *before* them (one call per chunk), then walks the rows in
+order: feature-cap check, alert decision, output; then learns the kept rows
+(as ``learn_many``, equal to a loop of ``learn_one``, so batch sizes never
+change the model), then feeds the drift monitor. A chunk of anomaly scores in
+which no row can fail goes a column at a time instead: the alert decisions in
+one call, each sink's outputs in one call, the drift values in one call, with
+the decisions and state of the row-by-row walk. A streamal estimator is
+driven on NumPy arrays (:mod:`streamal.runtime.block`), without pandas.
+Everything is deterministic, so a resumed run repeats the uninterrupted one
+exactly.
 """
 
 from __future__ import annotations
@@ -19,19 +24,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from streamal.drift import DriftMonitor
 from streamal.encoding import FeatureLimitError, FeatureSchema
 from streamal.estimators.base import ActivationEstimator
+from streamal.runtime import block as block_module
 from streamal.runtime.alerts import AlertPolicy
-from streamal.runtime.decode import Decoded, DecodeError, RecordDecoder, text_key
+from streamal.runtime.block import Block, Row
+from streamal.runtime.decode import Decoded, RecordDecoder, text_key
 from streamal.runtime.observer import Observer
 from streamal.runtime.outputs import Emitter, RunSummary, dead_letter
 
 __all__ = ["Lane", "Processor"]
-
-Row = tuple[Any, Decoded]
 
 
 @dataclass
@@ -42,19 +46,6 @@ class Lane:
     model: Any
     alerts: AlertPolicy | None = None
     drift: DriftMonitor | None = None
-
-
-def _frame(rows: Sequence[Row]) -> pd.DataFrame:
-    """Rows' features as a float frame; NaN where a row lacks a column."""
-    columns: dict[str, int] = {}
-    for _, d in rows:
-        for name in d.features:
-            columns.setdefault(name, len(columns))
-    values = np.full((len(rows), len(columns)), np.nan)
-    for i, (_, d) in enumerate(rows):
-        for name, value in d.features.items():
-            values[i, columns[name]] = value
-    return pd.DataFrame(values, columns=list(columns))
 
 
 def _reason(exc: BaseException) -> str:
@@ -97,12 +88,11 @@ class Processor:
     # ---- routing --------------------------------------------------------------------------------
     def process(self, records: Sequence[Any]) -> None:
         groups: dict[str | None, list[Row]] = {}
-        for record in records:
-            self.summary.records_in += 1
-            try:
-                d = self.decoder.decode(record, group_field=self.per_key)
-            except DecodeError as exc:
-                self._dead(record, exc.stage, exc.reason)
+        self.summary.records_in += len(records)
+        for record, d in zip(records, self.decoder.decode_many(records, self.per_key),
+                             strict=True):
+            if not isinstance(d, Decoded):  # its DecodeError
+                self._dead(record, d.stage, d.reason)
                 continue
             if d.group not in self.lanes:
                 if len(self.lanes) >= self.max_models:
@@ -122,38 +112,65 @@ class Processor:
         record brings a new feature or class. A chunk ends at the first of
         these, so every row is judged by exactly the model a loop of
         ``score_one``/``learn_one`` would use: outputs do not depend on how the
-        source batched the records.
+        source batched the records. A streamal estimator judges and learns
+        slices of one :class:`~streamal.runtime.block.Block` of the rows; any
+        other model goes record by record.
         """
+        model = lane.model
+        block = (Block(rows, block_module.schema_names(model))
+                 if isinstance(model, ActivationEstimator) else None)
         start = 0
         while start < len(rows):
-            room = _room(lane.model)
-            known = self._schema(lane.model)
-            names = set(known.names) if known is not None else None
-            classes = set(getattr(lane.model, "classes", ()) or ())
-            stop = start
-            while stop < len(rows) and stop - start < room:
-                d = rows[stop][1]
-                stop += 1
-                if names is not None and not names.issuperset(d.features):
-                    break
-                if self.task == "classification" and d.label is not None \
-                        and d.label not in classes:
-                    break
-            self._run_chunk(lane, rows[start:stop])
+            stop, grows = (start + 1, True) if block is None else self._chunk_end(model, rows,
+                                                                                   start)
+            chunk = rows[start:stop]
+            started = time.perf_counter()
+            judged, sound = (([self._judge_one(model, d.features) for _, d in chunk], False)
+                             if block is None else self._judge(model, block, start, chunk))
+            self.observer.timed("score", time.perf_counter() - started, len(chunk))
+            schema = self._schema(model) if grows else None
+            if sound and schema is None and self.task == "anomaly":
+                keep = self._walk_scores(lane, chunk, judged)
+                drift: tuple[list[float], Sequence[int]] = (judged, range(len(chunk)))
+            else:
+                keep, drift = self._walk(lane, chunk, judged, schema)
+            if keep:
+                started = time.perf_counter()
+                self._learn(lane, [chunk[i] for i in keep],
+                            *self._learnable(model, block, start, keep, grows))
+                self.observer.timed("learn", time.perf_counter() - started, len(keep))
+            self._drift(lane, chunk, *drift)
             start = stop
 
-    def _run_chunk(self, lane: Lane, rows: list[Row]) -> None:
-        X = _frame(rows)
-        started = time.perf_counter()
-        judged = self._judge(lane.model, X, rows)
-        self.observer.timed("score", time.perf_counter() - started, len(rows))
-        schema = self._schema(lane.model)
+    def _chunk_end(self, model: Any, rows: list[Row], start: int) -> tuple[int, bool]:
+        """End of the chunk from ``start``, and whether its last row brings a feature."""
+        end = min(len(rows), start + block_module.room(model))
+        known = model._schema.index.keys()  # the model's feature names
+        classes = set(model.classes) if self.task == "classification" else None
+        for stop in range(start, end):
+            d = rows[stop][1]
+            if not known >= d.features.keys():
+                return stop + 1, True
+            if classes is not None and d.label is not None and d.label not in classes:
+                return stop + 1, False
+        return end, False
+
+    def _walk(self, lane: Lane, rows: list[Row], judged: list[Any], schema: FeatureSchema | None
+              ) -> tuple[list[int], tuple[list[float], list[int]]]:
+        """Check, emit and decide each judged row, in order.
+
+        Returns the rows to learn and the drift values with their rows.
+        ``schema`` is a copy of the model's, to foresee its feature cap
+        (``None`` when no row of the chunk can bring a feature).
+        """
         classes = self._class_room(lane.model)
         keep: list[int] = []
-        pending_drift: list[tuple[str, float, int]] = []
+        drift_values: list[float] = []
+        drift_rows: list[int] = []
+        anomaly = self.task == "anomaly"
         for i, (record, d) in enumerate(rows):
             result = judged[i]
-            if isinstance(result, str):
+            if type(result) is str:
                 self._dead(record, "score", result, d)
                 continue
             if schema is not None:
@@ -169,64 +186,95 @@ class Processor:
                                f"{classes[1]}", d)
                     continue
                 classes[0].add(d.label)
-            base = {"id": record.id, "key": d.key, "event_time": d.event_time}
-            if lane.key is not None:
-                base["model"] = lane.key
             learn = True
-            if self.task == "anomaly":
-                learn = self._emit_score(lane, base, float(result), d)
-                pending_drift.append(("score", float(result), i))
+            if anomaly:
+                learn = self._emit_score(lane, record, result, d)
+                drift_values.append(result)
+                drift_rows.append(i)
             else:
                 prediction, proba = result
                 self.summary.predicted += 1
-                self.emitter.emit("predictions", {**base, "prediction": prediction,
-                                                  "proba": proba, "label": d.label}, d.key)
+                out = _base(lane, record, d)
+                out.update(prediction=prediction, proba=proba, label=d.label)
+                self.emitter.emit("predictions", out, d.key)
                 if d.label is not None and prediction is not None:
-                    pending_drift.append(("error", float(prediction != d.label), i))
+                    drift_values.append(float(prediction != d.label))
+                    drift_rows.append(i)
             if learn:
                 if schema is not None:
                     schema.register([d.features])
                 keep.append(i)
             else:
                 self.summary.skipped_learning += 1
-        started = time.perf_counter()
-        self._learn(lane, X, rows, keep)
-        if keep:
-            self.observer.timed("learn", time.perf_counter() - started, len(keep))
-        self._drift(lane, rows, pending_drift)
+        return keep, (drift_values, drift_rows)
 
-    def _emit_score(self, lane: Lane, base: dict[str, Any], score: float, d: Decoded) -> bool:
+    def _walk_scores(self, lane: Lane, rows: list[Row], scores: list[float]) -> list[int]:
+        """:meth:`_walk` for a chunk where no row can fail (no row brings a feature, every
+        score is finite), a column at a time: the alert decisions in one call, the
+        outputs of each sink in one call. Returns the rows to learn.
+        """
+        n = len(rows)
+        self.summary.scored += n
+        policy = lane.alerts
+        alerts, thresholds = ([False] * n, None) if policy is None else policy.update_many(scores)
+        keys = [d.key for _, d in rows]
+        if self.emitter.wants("scores"):
+            self.emitter.emit_many("scores", [
+                _score(lane, record, d, score, alert)
+                for (record, d), score, alert in zip(rows, scores, alerts, strict=True)], keys)
+        everything = list(range(n))
+        if policy is None or thresholds is None or True not in alerts:
+            return everything
+        alerted = [i for i in everything if alerts[i]]
+        self.summary.alerted += len(alerted)
+        outs = []
+        for i in alerted:
+            record, d = rows[i]
+            out = _base(lane, record, d)
+            out.update(kind="alert", score=scores[i], threshold=thresholds[i])
+            outs.append(out)
+        self.emitter.emit_many("alerts", outs, [keys[i] for i in alerted])
+        if policy.learn_alerts:
+            return everything
+        self.summary.skipped_learning += len(alerted)
+        return [i for i in everything if not alerts[i]]
+
+    def _emit_score(self, lane: Lane, record: Any, score: float, d: Decoded) -> bool:
         """Emit the score (and an alert); return whether the record is to be learnt."""
         self.summary.scored += 1
         alert, threshold = False, None
         if lane.alerts is not None:
             alert, threshold = lane.alerts.update(score)
-        self.emitter.emit("scores", {**base, "score": score, "alert": alert}, d.key)
+        self.emitter.emit("scores", _score(lane, record, d, score, alert), d.key)
         if not alert:
             return True
         self.summary.alerted += 1
-        self.emitter.emit("alerts", {**base, "kind": "alert", "score": score,
-                                     "threshold": threshold}, d.key)
+        out = _base(lane, record, d)
+        out.update(kind="alert", score=score, threshold=threshold)
+        self.emitter.emit("alerts", out, d.key)
         return lane.alerts is None or lane.alerts.learn_alerts
 
-    def _judge(self, model: Any, X: pd.DataFrame, rows: list[Row]) -> list[Any]:
-        """Per row: a score (anomaly), ``(prediction, proba)`` (classification) or an error."""
-        if len(rows) == 1 or not hasattr(model, "score_many" if self.task == "anomaly"
-                                         else "predict_proba_many"):
-            return [self._judge_one(model, d.features) for _, d in rows]
+    def _judge(self, model: ActivationEstimator, block: Block, start: int,
+               rows: list[Row]) -> tuple[list[Any], bool]:
+        """Per row: a score (anomaly), ``(prediction, proba)`` (classification) or an error;
+        and whether the chunk was judged in one call (then no row failed)."""
+        n = len(rows)
+        classes = list(getattr(model, "classes", ())) if self.task == "classification" else None
+        if classes is not None and not classes:
+            return [(None, {})] * n, True
         try:
-            if self.task == "anomaly":
-                scores = np.asarray(model.score_many(X), dtype=float)
-                if scores.shape == (len(rows),) and np.isfinite(scores).all():
-                    return [float(s) for s in scores]
-            else:
-                proba = model.predict_proba_many(X)
-                if len(proba) == len(rows) and np.isfinite(proba.to_numpy(float)).all():
-                    return [_prediction(dict(zip(proba.columns, r, strict=True)))
-                            for r in proba.to_numpy()]
+            names = block_module.schema_names(model)
+            out = block_module.judge(model, self.task, names,
+                                     block.aligned(names, start, start + n))
+            if np.isfinite(out).all():
+                if classes is None and out.shape == (n,):
+                    return out.tolist(), True
+                if classes is not None and out.shape == (n, len(classes)):
+                    return [_prediction(dict(zip(classes, r, strict=True)))
+                            for r in out.tolist()], True
         except Exception:  # find the failing rows one by one below
             pass
-        return [self._judge_one(model, d.features) for _, d in rows]
+        return [self._judge_one(model, d.features) for _, d in rows], False
 
     def _judge_one(self, model: Any, x: dict[str, float]) -> Any:
         try:
@@ -255,19 +303,33 @@ class Processor:
         own = getattr(model, "_schema", None)
         return FeatureSchema(cap, list(own.names) if own is not None else [])
 
-    def _learn(self, lane: Lane, X: pd.DataFrame, rows: list[Row], keep: list[int]) -> None:
-        """``learn_many`` over the kept rows (all-missing columns dropped).
+    @staticmethod
+    def _learnable(model: Any, block: Block | None, start: int, keep: list[int],
+                   grows: bool) -> tuple[list[str] | None, np.ndarray | None]:
+        """``(columns, values)`` of the chunk's ``keep`` rows (the chunk starts at block row
+        ``start``); ``(None, None)`` without a block.
 
-        Only a chunk's last row can bring new features, so each column of the
-        frame is present in the rows that introduce it.
+        Rows that bring no feature go in the model's own columns, which the
+        model takes as they are.
         """
-        if not keep:
-            return
+        if block is None:
+            return None, None
+        if keep[-1] - keep[0] == len(keep) - 1:  # consecutive rows: a view
+            values = block.values[start + keep[0]:start + keep[-1] + 1]
+        else:
+            values = block.values[[start + i for i in keep]]
+        names = block_module.schema_names(model)
+        if not grows and block.leads_with(names):
+            return block.columns[: len(names)], values[:, : len(names)]
+        return block.columns, values
+
+    def _learn(self, lane: Lane, rows: list[Row], columns: list[str] | None,
+               values: np.ndarray | None) -> None:
+        """Learn ``rows``: from ``values`` (a streamal estimator), else record by record."""
         model: Any = lane.model
         labelled = self.task == "classification"
-        if not isinstance(model, ActivationEstimator):  # a river model: one record at a time
-            for i in keep:
-                record, d = rows[i]
+        if columns is None or values is None:  # a river model: one record at a time
+            for record, d in rows:
                 try:
                     if labelled:
                         model.learn_one(d.features, d.label)
@@ -278,41 +340,45 @@ class Processor:
                     continue
                 self.summary.learnt += 1
             return
-        Xk = X.iloc[keep].reset_index(drop=True)
-        Xk = Xk.loc[:, Xk.notna().any(axis=0)]
-        model = lane.model  # an ActivationEstimator subclass, with learn_many
         try:
-            if labelled:
-                model.learn_many(Xk, pd.Series([rows[i][1].label for i in keep], dtype=object))
-            else:
-                model.learn_many(Xk)
+            block_module.learn(model, self.task, columns, values, [d.label for _, d in rows])
         except Exception as exc:  # routed to the dead letter
-            for i in keep:
-                self._dead(rows[i][0], "learn", _reason(exc), rows[i][1])
+            for record, d in rows:
+                self._dead(record, "learn", _reason(exc), d)
             return
-        self.summary.learnt += len(keep)
+        self.summary.learnt += len(rows)
 
-    def _drift(self, lane: Lane, rows: list[Row], values: list[tuple[str, float, int]]) -> None:
-        if lane.drift is None:
+    def _drift(self, lane: Lane, rows: list[Row], values: list[float],
+               indices: Sequence[int]) -> None:
+        """Feed ``values`` (of the rows ``indices``) to the lane's drift monitor, in one call."""
+        if lane.drift is None or not values:
             return
-        for stream, value, i in values:
-            record, d = rows[i]
-            event = lane.drift.update(value, stream=stream, id=record.id,
-                                      position=list(record.position), key=d.key,
-                                      event_time=d.event_time)
-            if event is not None:
-                if lane.key is not None:
-                    event["model"] = lane.key
-                self.summary.drift_events += 1
-                self.emitter.emit("drift", event, d.key)
+        stream = "score" if self.task == "anomaly" else "error"
+        for j, event in lane.drift.update_many(values, stream):
+            record, d = rows[indices[j]]
+            event.update(id=record.id, position=list(record.position), key=d.key,
+                         event_time=d.event_time)
+            if lane.key is not None:
+                event["model"] = lane.key
+            self.summary.drift_events += 1
+            self.emitter.emit("drift", event, d.key)
 
 
-def _room(model: Any) -> int:
-    """Rows the model can queue before it updates (1 for models that learn every record)."""
-    if not isinstance(model, ActivationEstimator):
-        return 1
-    pending = getattr(model, "_pending_values", None) or ()  # unset before the first record
-    return max(1, model.batch_size - len(pending))
+def _score(lane: Lane, record: Any, d: Decoded, score: float, alert: bool) -> dict[str, Any]:
+    """The score output of ``record``: its :func:`_base` fields, ``score`` and ``alert``."""
+    if lane.key is None:
+        return {"id": record.id, "key": d.key, "event_time": d.event_time, "score": score,
+                "alert": alert}
+    return {"id": record.id, "key": d.key, "event_time": d.event_time, "model": lane.key,
+            "score": score, "alert": alert}
+
+
+def _base(lane: Lane, record: Any, d: Decoded) -> dict[str, Any]:
+    """The fields every output of ``record`` starts with."""
+    out = {"id": record.id, "key": d.key, "event_time": d.event_time}
+    if lane.key is not None:
+        out["model"] = lane.key
+    return out
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -38,6 +38,7 @@ from harness import (
 )
 
 from streamal.checkpoint import CheckpointStore, read_state
+from streamal.observability import ClientOutages
 from streamal.pipelines import build_pipeline, load_spec
 
 pytestmark = pytest.mark.kafka
@@ -82,6 +83,8 @@ def test_broker_restarts_mid_stream_lose_nothing_and_are_logged_once(
             # the next outage once this one is over: two at once would be logged as one
             wait_for(lambda k=k: log.read_text().count("kafka client works again") > k, 120,
                      f"the end of outage {k + 1} in the log", process)
+            # and after the settle period, whose complaints count for the outage just closed
+            time.sleep(ClientOutages().settle + 0.5)
         process.wait(timeout=180)
     finally:
         if process.poll() is None:

@@ -73,3 +73,20 @@ def test_state_cannot_name_classes_outside_river():
         decode({"$t": "obj", "cls": "os:system", "v": {}})
     with pytest.raises(ValueError, match="outside river"):
         decode({"$t": "rust", "cls": "subprocess:Popen", "args": ["ls"], "v": ""})
+
+
+@pytest.mark.parametrize(("name", "binary"), [("ADWIN", False), ("PageHinkley", False),
+                                              ("DDM", True)])
+def test_update_many_equals_a_loop_of_update(name, binary):
+    values = stream(binary)
+    stream_name = "error" if binary else "score"
+    one, many = DriftMonitor(name), DriftMonitor(name)
+    expected = [(i, event) for i, v in enumerate(values)
+                if (event := one.update(v, stream=stream_name))]
+    got = []
+    for start in range(0, len(values), 8):
+        got += [(start + i, event) for i, event
+                in many.update_many(values[start:start + 8], stream_name)]
+    assert expected and got == expected
+    assert json.dumps(many.export_state()) == json.dumps(one.export_state())
+    assert many.update_many([1.0, 0.0], "score" if binary else "error") == []

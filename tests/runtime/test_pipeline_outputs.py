@@ -192,3 +192,62 @@ def test_a_plain_river_model_is_judged_record_by_record(build):
         expected.append(model.score_one(x))
         model.learn_one(x)
     assert [r["score"] for r in out["scores"].records] == expected
+
+
+def test_per_key_scores_alerts_and_drift_equal_a_record_by_record_loop(build):
+    values = sensor_rows(900, shift_at=600)
+    policy = QuantileThreshold(q=0.95, warmup=40, window=150, learn_alerts=False)
+    monitor = DriftMonitor("PageHinkley", threshold=2.0)
+    pipe, out = build(values, per_key="sensor", alerts=policy, drift=monitor, poll_records=37)
+    summary = pipe.run()
+    models, policies, monitors = {}, {}, {}
+    scores, alerts, drift = [], [], []
+    for i, value in enumerate(values):
+        x = json.loads(value)
+        key = x.pop("sensor")
+        if key not in models:
+            models[key], policies[key], monitors[key] = detector(), policy.clone(), monitor.clone()
+        score = models[key].score_one(x)
+        alert, threshold = policies[key].update(score)
+        base = {"id": f"memory@{i}", "key": None, "event_time": None, "model": key}
+        scores.append({**base, "score": score, "alert": alert})
+        if alert:
+            alerts.append({**base, "kind": "alert", "score": score, "threshold": threshold})
+        else:
+            models[key].learn_one(x)
+        if monitors[key].update(score):
+            drift.append(f"memory@{i}")
+    assert alerts and drift and summary.alerted == summary.skipped_learning == len(alerts)
+    def offset(r):
+        return int(r["id"].split("@")[1])
+
+    for got, want in ((out["scores"].records, scores), (out["alerts"].records, alerts)):
+        got = sorted(got, key=offset)  # a poll's records go lane by lane
+        assert [list(r) for r in got] == [list(r) for r in want]  # the fields, in order
+        assert [{k: v for k, v in r.items() if k not in ("score", "threshold")} for r in got] \
+            == [{k: v for k, v in r.items() if k not in ("score", "threshold")} for r in want]
+        np.testing.assert_allclose([r["score"] for r in got], [r["score"] for r in want],
+                                   atol=1e-6)
+        np.testing.assert_allclose([r.get("threshold", 0.0) for r in got],
+                                   [r.get("threshold", 0.0) for r in want], atol=1e-6)
+    assert [r["id"] for r in sorted(out["drift"].records, key=offset)] == drift
+    for key, model in pipe.models.items():
+        assert max_weight_diff(model, models[key]) <= 1e-6
+
+
+def test_a_sink_with_add_only_gets_every_output():
+    class AddOnly:  # duck-typed: no add_many
+        def __init__(self):
+            self.records = []
+
+        def add(self, record, key=None):
+            self.records.append((record["id"], key))
+
+        def flush(self):
+            pass
+
+    sink = AddOnly()
+    pipe = Pipeline(MemorySource(sensor_rows(50)), {"scores": sink}, detector,
+                    RecordDecoder(key_field="sensor"), poll_records=16)
+    pipe.run()
+    assert sink.records == [(f"memory@{i}", f"s{i % 3}") for i in range(50)]

@@ -47,3 +47,19 @@ def test_quantile_state_round_trips_exactly_through_json(cut):
 def test_invalid_quantile_is_refused():
     with pytest.raises(ValueError, match="q must be"):
         QuantileThreshold(q=1.5).update(0.1)
+
+
+@pytest.mark.parametrize("make", [lambda: QuantileThreshold(q=0.98, warmup=100, window=500),
+                                  lambda: FixedThreshold(0.3, warmup=50)])
+def test_update_many_equals_a_loop_of_update(make):
+    values = scores(3000, seed=2)
+    one, many = make(), make()
+    expected = [one.update(s) for s in values]
+    alerts, thresholds = [], []
+    for start in range(0, len(values), 8):
+        got = many.update_many(values[start:start + 8])
+        alerts += got[0]
+        thresholds += got[1]
+    assert any(alerts)
+    assert list(zip(alerts, thresholds, strict=True)) == [tuple(d) for d in expected]
+    assert many.export_state() == one.export_state()

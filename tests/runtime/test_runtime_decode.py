@@ -78,3 +78,29 @@ def test_missing_required_feature_and_group():
         RecordDecoder().decode(rec(b'{"a": 1}'), group_field="site")
     with pytest.raises(DecodeError, match="per-key field"):
         RecordDecoder().decode(rec(b'{"a": 1, "site": "\\u0000"}'), group_field="site")
+
+
+QUICK = [b'{"k": "m1", "ts": 12.5, "a": 1.5, "b": -2.0}', b'{"a": 1.5, "k": null}',
+         b'{"a": 1e19, "b": 1.0}', b'{"a": 1.0, "note": 1e30}', b'{"a": 1.0, "note": [1]}',
+         b'{"a": 1.0, "note": {"x": 1}}', b'{"a": 1.0, "note": "hi", "n": 3}',
+         b'{"a": 1.0, "ts": 1e400}', b'{"a": 1.0, "k": "' + b"z" * 300 + b'"}',
+         b'{"a": 1.0, "k": "\\u0007"}', b'{"a": 1.0, "k": 7}', b'{"note": 1.0}']
+
+
+@pytest.mark.parametrize("decoder", [RecordDecoder(time_field="ts", key_field="k",
+                                                   exclude=["note"]),
+                                     RecordDecoder(label_field="y", time_field="ts",
+                                                   key_field="k", exclude=["note"])])
+def test_decode_many_equals_decode_one_by_one(decoder):
+    records = [rec(v, key=b"rk", event_time=4.0) for v in QUICK + [v for v, _, _ in BAD]]
+    records.append(rec({"a": 1.0, "ts": 3.0}))
+    expected = []
+    for record in records:
+        try:
+            expected.append(decoder.decode(record))
+        except DecodeError as exc:
+            expected.append((exc.stage, exc.reason))
+    got = [(d.stage, d.reason) if isinstance(d, DecodeError) else d
+           for d in decoder.decode_many(records)]
+    assert got == expected
+    assert sum(isinstance(d, tuple) for d in got) >= len(BAD) - 3

@@ -33,6 +33,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch.distributed as dist
 
@@ -67,7 +68,9 @@ class _Collecting(Processor):
         self._frames: list[pd.DataFrame] = []
         self._labels: list[Any] = []
 
-    def _learn(self, lane: Lane, X: pd.DataFrame, rows: list[Row], keep: list[int]) -> None:
+    def _learn(self, lane: Lane, rows: list[Row], columns: list[str] | None,
+               values: np.ndarray | None) -> None:
+        keep = list(range(len(rows)))
         if self.task == "classification":
             good = []
             for i in keep:
@@ -78,7 +81,9 @@ class _Collecting(Processor):
                     self._dead(rows[i][0], "learn", f"{type(exc).__name__}: {exc}", rows[i][1])
             keep = good
         if keep:
-            self._frames.append(X.iloc[keep].reset_index(drop=True))
+            self._frames.append(pd.DataFrame([rows[i][1].features for i in keep])
+                                if columns is None or values is None
+                                else pd.DataFrame(values[keep], columns=columns))
             self.summary.learnt += len(keep)
 
     def take(self) -> tuple[pd.DataFrame, list[Any] | None]:
