@@ -35,7 +35,12 @@ def _rescale(z: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class Abs(nn.Module):
-    """``f(y) = |y|``: folds every feature vector into the positive orthant."""
+    """``f(y) = |y|``: folds every feature vector into the positive orthant.
+
+    >>> import torch
+    >>> Abs()(torch.tensor([[3.0, -4.0]]))
+    tensor([[3., 4.]])
+    """
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return y.abs()
@@ -48,6 +53,14 @@ class LayerNormAbs(nn.Module):
     """``|y|`` minus its mean over the layer, rescaled to ``‖y‖`` (paper §III-A).
 
     A per-record standardisation: simpler than :class:`StdAbs` and stateless.
+
+    >>> import torch
+    >>> y = torch.tensor([[3.0, -4.0, 0.0]])
+    >>> f = LayerNormAbs()(y)
+    >>> f
+    tensor([[ 1.1323,  2.8307, -3.9630]])
+    >>> bool(torch.isclose(f.norm(), y.norm()))  # ‖f(y)‖ = ‖y‖
+    True
     """
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:

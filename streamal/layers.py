@@ -29,6 +29,14 @@ class DenseLayer(nn.Module):
     """A fully connected layer, ``y = Wᵀx`` with ``W`` of shape ``(in, out)``.
 
     Weights start from ``N(0, init_std²)`` drawn from ``generator``.
+
+    >>> import torch
+    >>> layer = DenseLayer(3, 2, generator=torch.Generator().manual_seed(0))
+    >>> x = torch.tensor([[1.0, 0.0, 0.0]])
+    >>> layer(x).shape, layer.reconstruct(layer(x)).shape
+    (torch.Size([1, 2]), torch.Size([1, 3]))
+    >>> bool(torch.equal(layer(x)[0], layer.weight[0]))  # y = Wᵀx picks the first row
+    True
     """
 
     weight: torch.Tensor

@@ -150,6 +150,21 @@ class SeasonalCheck(base.AnomalyDetector):
 
     Records carry one numeric feature (its name does not matter); a missing
     value repeats the last one.
+
+    Examples
+    --------
+    A daily cycle of 24 records whose peak does not come one day:
+
+    >>> import math
+    >>> from streamal.calibration import RankCalibrator
+    >>> check = SeasonalCheck(RankCalibrator(Magnitude(), window=200), probation=200)
+    >>> day = [math.sin(2 * math.pi * t / 24) for t in range(24)]
+    >>> for t in range(486):  # the next record is the day's peak, 1.0
+    ...     check.learn_one({"value": day[t % 24] + 0.01 * math.sin(t)})
+    >>> check.period
+    24
+    >>> check.score_one({"value": 1.0}) < 0.9 < check.score_one({"value": -1.0})
+    True
     """
 
     def __init__(

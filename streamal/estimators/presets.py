@@ -113,6 +113,19 @@ class SeriesPreset(Preset):
         series ``min(15 % of its length, 750)``.
     seed
         Seed of the network.
+
+    Examples
+    --------
+    >>> import math, random
+    >>> rng = random.Random(0)
+    >>> model = SeriesPreset(probation=300, seed=0)
+    >>> for t in range(800):  # a daily cycle of 24 records, with noise
+    ...     model.learn_one({"value": math.sin(2 * math.pi * t / 24) + rng.gauss(0, 0.1)})
+    >>> model.score_one({"value": 4.0}) >= model.alert
+    True
+    >>> copy = SeriesPreset.from_state(*model._export_state())  # what a checkpoint holds
+    >>> copy.score_one({"value": 0.5}) == model.score_one({"value": 0.5})
+    True
     """
 
     alert = SERIES_ALERT
@@ -143,6 +156,17 @@ class SensorPreset(Preset):
         gives 400).
     seed
         Seed of the network.
+
+    Examples
+    --------
+    >>> import random
+    >>> rng = random.Random(0)
+    >>> model = SensorPreset(warm_up=100, seed=0)
+    >>> for _ in range(300):  # flow and pressure move together
+    ...     load = rng.gauss(0, 1)
+    ...     model.learn_one({"flow": 30 + load, "pressure": 2 + 0.1 * load + rng.gauss(0, 0.01)})
+    >>> model.score_one({"flow": 30.0, "pressure": 3.0}) >= model.alert
+    True
     """
 
     alert = SENSOR_ALERT
