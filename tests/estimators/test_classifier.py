@@ -37,6 +37,22 @@ def test_without_imprinting_a_new_class_keeps_its_small_random_start():
     assert float(label_rows(model).norm()) < 0.1
 
 
+# ---- the nearest labelled record -------------------------------------------------------------
+def test_with_full_weight_the_nearest_labelled_record_decides():
+    model = ActivationClassifier(seed=0, hidden=(8,), batch_size=4, nearest=1.0)
+    for x, y in [({"a": 1.0, "b": 0.0}, "east"), ({"a": 0.0, "b": 1.0}, "north"),
+                 ({"a": -1.0, "b": 0.0}, "west"), ({"a": 0.0, "b": -1.0}, None)]:
+        model.learn_one(x, y)
+    assert model.predict_proba_one({"a": 0.1, "b": 0.9}) == {"east": 0.0, "north": 1.0, "west": 0.0}
+    assert model.predict_one({"a": -0.9, "b": -0.2}) == "west"
+
+
+def test_the_nearest_weight_must_lie_between_0_and_1():
+    model = ActivationClassifier(nearest=1.5)
+    with pytest.raises(ValueError, match="nearest"):
+        model.learn_one({"a": 1.0}, "x")
+
+
 # ---- the prior correction --------------------------------------------------------------------
 def test_the_prior_damps_a_class_predicted_more_often_than_labelled():
     prior = ClassPrior(decay=0.5)
