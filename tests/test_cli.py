@@ -76,7 +76,7 @@ def test_checkpoint_show_prints_text_or_json(tmp_path: Path,
     assert text.startswith(f"checkpoint {latest}\n")
     assert "checksum:        ok" in text
     assert re.search(r"^  positions \(next offset to read\):\n    \S+\.csv: 200$", text, re.M)
-    assert "records_in=200" in text and "(single model): ActivationDetector" in text
+    assert "records_in=200" in text and "(single model): SeriesPreset" in text
     assert re.search(r"^    model/__all__/\S+: +<f\d \(", text, re.M), text
     assert main(["checkpoint", "show", str(tmp_path / "checkpoints"), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -95,10 +95,10 @@ def test_checkpoint_show_reports_a_bad_file(tmp_path: Path,
 
 
 def test_an_invalid_spec_exits_2_naming_the_key(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "demo", "--set", "model.hiden=[3]", "--set", "alerts.q=2"]) == 2
+    assert main(["run", "demo", "--set", "model.probaton=300", "--set", "alerts.warmup=-1"]) == 2
     err = capsys.readouterr().err
-    assert "model.hiden: unknown key; did you mean 'hidden'?" in err
-    assert "alerts.q: must be between 0 and 1" in err
+    assert "model.probaton: unknown key; did you mean 'probation'?" in err
+    assert "alerts.warmup: must not be negative, got -1" in err
     assert main(["run", "no-such-spec.toml"]) == 2
 
 
