@@ -13,10 +13,11 @@ moves elapsed-time rates by tens of percent between runs. Every model runs in
 one thread (torch's set by ``--threads``; numba's kernels and river are
 single-threaded), so CPU time is the time it computes.
 
-``--profile`` adds a cProfile of the one-record path at batch 32 (the top
-functions by own time). ``--device cuda`` instead times the paper-size
-network (1064 inputs, layers of 1064) learning batches of 100 on the GPU, with
-``torch.profiler`` kernel time next to wall time to show what bounds it.
+``--profile`` adds a cProfile of the one-record path at batch 32 and of
+one-row frames (the top functions by own time). ``--device cuda`` instead
+times the paper-size network (1064 inputs, layers of 1064) learning batches of
+100 on the GPU, with ``torch.profiler`` kernel time next to wall time to show
+what bounds it.
 
 Usage (from the repository root)::
 
@@ -82,10 +83,19 @@ def detector(batch: int, device: str = "cpu"):
     return ActivationDetector(hidden=(64, 64), batch_size=batch, seed=0, device=device)
 
 
-def warm(model, frame: pd.DataFrame, many: bool) -> None:
+def frames_of(frame: pd.DataFrame, batch: int) -> list[pd.DataFrame]:
+    """``frame`` cut into frames of ``batch`` rows (the last one may be shorter)."""
+    return [frame.iloc[i : i + batch] for i in range(0, len(frame), batch)]
+
+
+def warm(model, frame: pd.DataFrame, many: bool, batch: int = 1) -> None:
+    """Score and learn ``frame`` as the timed loop will: in frames of ``batch`` rows
+    with ``many``, so every compiled variant it needs is loaded before the clock
+    starts (numba loads one per argument type on first use, a one-off ~10-40 ms)."""
     if many and hasattr(model, "learn_many"):
-        model.score_many(frame)
-        model.learn_many(frame)
+        for part in frames_of(frame, batch):
+            model.score_many(part)
+            model.learn_many(part)
     else:
         for x in frame.to_dict("records"):
             model.score_one(x)
@@ -101,10 +111,9 @@ def cpu_table(args) -> None:
     results: list[tuple[str, float]] = []
 
     def run(name, model, many=False, batch=1):
-        warm(model, head, many)
+        warm(model, head, many, batch)
         if many:
-            frames = [body.iloc[i : i + batch] for i in range(0, len(body), batch)]
-            speed = time_many(model, frames)
+            speed = time_many(model, frames_of(body, batch))
         else:
             speed = time_one(model, rows)
         results.append((name, speed))
@@ -131,23 +140,30 @@ def cpu_table(args) -> None:
                 target = f"≥ {need:g}× : {'met' if speed / hst >= need else 'MISSED'}"
         print(f"| {name} | {speed:,.0f} | {speed / hst:.2f}× | {target} |")
     if args.profile:
-        profile(rows, 32)
+        profile(body, 32, many=False)
+        profile(body, 1, many=True)
 
 
-def profile(rows: list[dict], batch: int, top: int = 25) -> None:
+def profile(body: pd.DataFrame, batch: int, many: bool, top: int = 25) -> None:
+    """cProfile of the timed loop on 2000 records after 200: the one-record path, or
+    with ``many`` frames of ``batch`` rows."""
     model = detector(batch)
-    for x in rows[:200]:
-        model.score_one(x)
-        model.learn_one(x)
+    warm(model, body.iloc[:200], many, batch)
+    rest = body.iloc[200:2200]
     prof = cProfile.Profile()
-    prof.enable()
-    for x in rows[200:2200]:
-        model.score_one(x)
-        model.learn_one(x)
+    if many:
+        frames = frames_of(rest, batch)
+        prof.enable()
+        time_many(model, frames)
+    else:
+        rows = rest.to_dict("records")
+        prof.enable()
+        time_one(model, rows)
     prof.disable()
     text = io.StringIO()
     pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(top)
-    print(f"\ncProfile, one-record path, batch {batch}, 2000 records (sorted by own time):")
+    path = "frames" if many else "one-record path"
+    print(f"\ncProfile, {path}, batch {batch}, 2000 records (sorted by own time):")
     print(text.getvalue())
     text = io.StringIO()
     pstats.Stats(prof, stream=text).sort_stats("cumulative").print_stats("streamal", 30)
@@ -222,11 +238,10 @@ def cuda_table(args) -> None:
     head, body = stream.iloc[: args.warmup], stream.iloc[args.warmup :].reset_index(drop=True)
     for batch in (32, 256):
         model = detector(batch, device=args.device)
-        warm(model, head, many=True)
-        frames = [body.iloc[i : i + batch] for i in range(0, len(body), batch)]
+        warm(model, head, many=True, batch=batch)
         print(
             f"ActivationDetector hidden=(64, 64) on {args.device}, b={batch} many: "
-            f"{time_many(model, frames):,.0f} records/s"
+            f"{time_many(model, frames_of(body, batch)):,.0f} records/s"
         )
 
 

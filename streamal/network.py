@@ -111,6 +111,13 @@ class ActivationNetwork(nn.Module):
         statistics learn from, and whose results it applies instead (for
         instance :class:`streamal.distributed.DeltaSum`, which sums them over
         workers).
+    max_row_norm
+        ``None`` (default), or a bound: after every :meth:`learn` step, weight
+        rows (one per unit) longer than it are scaled back to it. Unlearning
+        (negative rates) turns the rule's decay term into growth; the rule's
+        own fixed point has unit rows, so a bound of 1 only stops that growth.
+        Applied after the reduced deltas, it keeps workers that share a model
+        identical.
 
     Examples
     --------
@@ -140,6 +147,7 @@ class ActivationNetwork(nn.Module):
         )
         self.lr = lr
         self.delta_reducer: DeltaReducer | None = None
+        self.max_row_norm: float | None = None
         self._kernel_cache = _KernelCache()
 
     @classmethod
@@ -305,7 +313,20 @@ class ActivationNetwork(nn.Module):
         """
         state = self._fast(x)
         if state is not None:
-            return self._learn_compiled(state, x, rate, mask)
+            outputs = self._learn_compiled(state, x, rate, mask)
+        else:
+            outputs = self._learn_torch(x, rate, mask)
+        if self.max_row_norm is not None:
+            self._bound_rows(self.max_row_norm)
+        return outputs
+
+    def _learn_torch(
+        self,
+        x: torch.Tensor,
+        rate: torch.Tensor | None,
+        mask: torch.Tensor | None,
+    ) -> list[torch.Tensor]:
+        """:meth:`learn` with torch operations (any device, dtype and layer kind)."""
         inputs, outputs = [x], []
         for i, layer in enumerate(self.layers):
             outputs.append(layer(inputs[-1]))
@@ -325,6 +346,13 @@ class ActivationNetwork(nn.Module):
             if y.shape[0]:
                 cast(Activation, f).update(y)
         return outputs
+
+    @torch.no_grad()
+    def _bound_rows(self, bound: float) -> None:
+        """Scale every weight row longer than ``bound`` back to length ``bound``."""
+        for layer in self.stack:
+            norms = torch.linalg.vector_norm(layer.weight, dim=-1, keepdim=True)
+            layer.weight.mul_(bound / norms.clamp_min(bound))
 
     def _learn_compiled(
         self,

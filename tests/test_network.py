@@ -165,3 +165,22 @@ def test_cpu_and_cuda_give_the_same_activations():
     net = ActivationNetwork.dense(10, [8, 6], lr=0.05, seed=0)
     cpu, cuda = _train_copy(net, "cpu"), _train_copy(net, "cuda")
     assert torch.allclose(cpu, cuda, atol=1e-4)
+
+
+def test_max_row_norm_bounds_every_row_after_each_step():
+    g = torch.Generator().manual_seed(0)
+    x = F.normalize(torch.randn(32, 6, generator=g))
+    bounded = ActivationNetwork.dense(6, [4, 3], lr=0.5, seed=0)
+    free = copy.deepcopy(bounded)
+    bounded.max_row_norm = 1.0
+    with torch.no_grad():  # rows near unit length, where unlearning grows them fastest
+        for mine, theirs in zip(bounded.stack, free.stack):
+            mine.weight.copy_(0.9 * F.normalize(torch.randn(mine.weight.shape, generator=g)))
+            theirs.weight.copy_(mine.weight)
+    for _ in range(5):  # unlearning only: the rule's decay term becomes growth
+        for net in (bounded, free):
+            net.learn(x, rate=-torch.ones(32))
+    assert float(torch.linalg.vector_norm(free.stack[0].weight, dim=1).max()) > 1.5
+    for layer in bounded.stack:
+        norms = torch.linalg.vector_norm(layer.weight, dim=1)
+        assert torch.isfinite(norms).all() and float(norms.max()) <= 1.0 + 1e-5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,7 +11,7 @@ import pandas as pd
 import torch
 from river.base import AnomalyDetector
 
-from streamal.encoding import plain_values, unit_rows, validate_features
+from streamal.encoding import MAX_MAGNITUDE, plain_values, unit_rows, validate_features
 from streamal.estimators.base import ActivationEstimator, frame_values
 from streamal.inference import complete
 
@@ -119,6 +120,14 @@ class ActivationDetector(ActivationEstimator, AnomalyDetector):
 
     def learn_many(self, X: pd.DataFrame) -> None:
         """Learn the rows of ``X`` (NaN = missing) exactly as a loop of :meth:`learn_one`."""
+        self._ensure_state()
+        row = self._frame_row(X)
+        if row is not None:  # a one-row frame: the one-record way
+            from streamal.kernels import within_or_nan  # numba loads on first use
+
+            if within_or_nan(row, MAX_MAGNITUDE):  # else frame_values reports it
+                self._queue_row(row, None)
+                return
         values = frame_values(X)
         self._ingest(self._column_names(X), values, [None] * len(values))
 
@@ -172,24 +181,36 @@ class ActivationDetector(ActivationEstimator, AnomalyDetector):
         if self.deviation and not 0.0 < self.deviation <= 1.0:
             raise ValueError(f"deviation must be in [0, 1], got {self.deviation}")
 
+    def _score_row(self, row: np.ndarray) -> float:
+        """Score of one row in the schema's order by one compiled call, once the
+        network is built; NaN where the kernels do not apply or a value is missing,
+        not finite or too large (the general path scores or reports it)."""
+        assert self._network is not None
+        self._check_deviation()
+        state = self._network.kernel_state()
+        if state is None:
+            return math.nan
+        _, mean, _, scale = self._moments.current()
+        return state.score_row(row, mean, scale, self.bias, self.deviation)
+
     def score_one(self, x: dict) -> float:
         """Anomaly score of ``x`` in ``[0, 1]`` (1 before anything is learnt)."""
         self._ensure_state()
         row = plain_values(x, self._schema.order, checked=False)
-        net = self._network
-        if row is not None and net is not None:  # the schema's features in its order
-            self._check_deviation()
-            state = net.kernel_state()
-            if state is not None:
-                _, mean, _, scale = self._moments.current()
-                score = state.score_row(row, mean, scale, self.bias, self.deviation)
-                if score == score:  # NaN: a value out of range, reported below
-                    return score
+        if row is not None and self._network is not None:  # the schema's features in order
+            score = self._score_row(row)
+            if score == score:  # not NaN
+                return score
         return float(self._scores(self._query_values([validate_features(x)]))[0])
 
     def score_many(self, X: pd.DataFrame) -> np.ndarray:
         """Anomaly scores of the rows of ``X``, equal to :meth:`score_one` row by row."""
         self._ensure_state()
+        row = self._frame_row(X)
+        if row is not None:  # a one-row frame: the one-record way
+            score = self._score_row(row)
+            if score == score:
+                return np.array([score])
         return self._scores(self._query_values(X))
 
     # ---- completion ---------------------------------------------------------
