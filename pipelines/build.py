@@ -59,7 +59,11 @@ def build_source(spec: Spec) -> Source:
             partitions=source["partitions"],
             auto_offset_reset=source["auto_offset_reset"],
             stop_at_end=source["stop_at_end"],
-            client_settings=spec.client_settings("source"),
+            client_settings={
+                "session_timeout_ms": source["session_timeout_ms"],
+                "heartbeat_interval_ms": source["heartbeat_interval_ms"],
+                **spec.client_settings("source"),
+            },
         )
     try:
         return FileSource(

@@ -116,6 +116,11 @@ KAFKA_SOURCE_KEYS = {
     "auto_offset_reset": Key("str", "earliest", "where a partition without a checkpoint starts",
                              choices=("earliest", "latest")),
     "stop_at_end": Key("bool", False, "stop once the end offsets seen at start are reached"),
+    "session_timeout_ms": Key("int", 3000, "consumer group session timeout; Apache Kafka refuses "
+                              "values below its group.min.session.timeout.ms (6000 by default)",
+                              check=_positive),
+    "heartbeat_interval_ms": Key("int", 500, "consumer heartbeat interval; below the session "
+                                 "timeout (a third of it or less is usual)", check=_positive),
     **_SECURITY,
 }
 

@@ -358,6 +358,10 @@ def _check_source(given: Any, problems: list[tuple[str, str]]) -> dict[str, Any]
     if kind == "kafka" and source.get("group_id") is None and source.get("partitions") is None:
         problems.append(("source.group_id", "a kafka source needs group_id (consumer group) "
                          "or partitions (explicit assignment)"))
+    session, heartbeat = source.get("session_timeout_ms"), source.get("heartbeat_interval_ms")
+    if isinstance(session, int) and isinstance(heartbeat, int) and heartbeat >= session:
+        problems.append(("source.heartbeat_interval_ms", f"must be below session_timeout_ms "
+                         f"({session}), got {heartbeat}"))
     return source
 
 

@@ -319,6 +319,19 @@ def test_sources_are_built_for_both_types(tmp_path: Path) -> None:
         build_source(load_spec("demo", [f"source.path={str(tmp_path / 'none.csv')!r}"]))
 
 
+def test_the_consumer_session_settings_reach_the_source_and_are_checked() -> None:
+    source = build_source(parse_spec(KAFKA_SPEC))
+    assert source.client_settings["session_timeout_ms"] == 3000
+    assert source.client_settings["heartbeat_interval_ms"] == 500
+    apache = ["source.session_timeout_ms=6000", "source.heartbeat_interval_ms=2000"]
+    source = build_source(parse_spec(KAFKA_SPEC, apache))
+    assert (source.client_settings["session_timeout_ms"],
+            source.client_settings["heartbeat_interval_ms"]) == (6000, 2000)
+    with pytest.raises(SpecError, match=r"source.heartbeat_interval_ms: must be below "
+                                        r"session_timeout_ms \(3000\), got 3000"):
+        parse_spec(KAFKA_SPEC, ["source.heartbeat_interval_ms=3000"])
+
+
 def test_build_pipeline_passes_every_table(tmp_path: Path) -> None:
     from streamal.drift import DriftMonitor
     from streamal.pipelines import build_pipeline
