@@ -95,24 +95,33 @@ def _encode(values, mean, scale, bias):
     x = np.empty((rows, width + 1))
     mask = np.ones((rows, width + 1), np.float32)
     for b in range(rows):
-        present = 0
-        for i in range(width):
-            v = values[b, i]
-            if np.isnan(v):
-                x[b, i] = 0.0
-                mask[b, i] = 0.0
-            else:
-                z = (v - mean[i]) / scale[i]
-                x[b, i] = min(max(z, -Z_CLIP), Z_CLIP)
-                present += 1
-        x[b, width] = bias * np.sqrt(max(present, 1))
-        norm = 0.0
-        for i in range(width + 1):
-            norm += x[b, i] * x[b, i]
-        norm = np.sqrt(norm)
-        for i in range(width + 1):
-            x[b, i] /= norm
+        _encode_row(values[b], mean, scale, bias, x[b], mask[b])
     return x, mask
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _encode_row(row, mean, scale, bias, x, mask):
+    """One row of :func:`_encode` into ``x`` (``d + 1`` values); ``mask`` (the same
+    length, ones) gets 0 at the missing values, unless it has size 0."""
+    width = row.shape[0]
+    present = 0
+    for i in range(width):
+        v = row[i]
+        if np.isnan(v):
+            x[i] = 0.0
+            if mask.size:
+                mask[i] = 0.0
+        else:
+            z = (v - mean[i]) / scale[i]
+            x[i] = min(max(z, -Z_CLIP), Z_CLIP)
+            present += 1
+    x[width] = bias * np.sqrt(max(present, 1))
+    norm = 0.0
+    for i in range(width + 1):
+        norm += x[i] * x[i]
+    norm = np.sqrt(norm)
+    for i in range(width + 1):
+        x[i] /= norm
 
 
 # ---- the network ----------------------------------------------------------------------
@@ -245,6 +254,13 @@ def _learn(x, rate, mask, net, lr, deltas):
             if rate.size:
                 for i in range(n):
                     rb[i] *= rate[b]
+        if rows == 1 and not deltas[layer].size:  # ΔW = η r yᵀ in one pass, no buffer
+            r0, y0 = residual[0], y[0]
+            for i in range(n):
+                c, wi = r0[i], w[i]
+                for j in range(m):
+                    wi[j] += step * (c * y0[j])  # the loop below's numbers for one row
+            continue
         delta = np.empty(m, np.float32)  # one row of residualᵀ y at a time
         for i in range(n):
             delta[:] = 0.0
@@ -351,13 +367,48 @@ def score_values(values, mean, scale, bias, deviation, net, out):
 
 @_jit
 def score_row(row, mean, scale, bias, deviation, net):
-    """:func:`score_values` of one row of raw values, returned; NaN when a value is not
-    finite or beyond ``±MAX_MAGNITUDE`` (the caller then reports it)."""
+    """:func:`score_values` of one row of raw values, returned (the same number, with
+    one scratch buffer for the whole pass); NaN when a value is not finite or beyond
+    ``±MAX_MAGNITUDE`` (the caller then reports it)."""
     if not finite_within(row, MAX_MAGNITUDE):
         return np.nan
-    out = np.empty(1)
-    score_values(row.reshape((1, row.shape[0])), mean, scale, bias, deviation, net, out)
-    return out[0]
+    weights, codes, means, variances = net[0], net[1], net[2], net[3]
+    width = row.shape[0] + 1
+    x = np.empty(width)
+    _encode_row(row, mean, scale, bias, x, np.empty(0, np.float32))
+    size = width
+    for layer in range(len(weights)):  # y, and f(y) below the top
+        size += weights[layer].shape[1] * (2 if layer + 1 < len(weights) else 1)
+    scratch = np.empty(size, np.float32)  # the input, then each layer's y (and f(y))
+    h = scratch[:width]
+    for i in range(width):
+        h[i] = x[i]
+    start = width
+    for layer in range(len(weights)):
+        if layer:  # the activation of the layer below, into its own (1, m) rows
+            m = h.shape[0]
+            f = scratch[start : start + m]
+            _activate(
+                h.reshape((1, m)),
+                f.reshape((1, m)),
+                codes[layer - 1],
+                means[layer - 1],
+                variances[layer - 1],
+            )
+            h, start = f, start + m
+        w = weights[layer]
+        y = scratch[start : start + w.shape[1]]
+        y[:] = 0.0
+        _accumulate(y, h, w)
+        h, start = y, start + w.shape[1]
+    strength = 0.0
+    for j in range(h.shape[0]):
+        strength += h[j] * h[j]
+    score = min(max(1.0 - strength, 0.0), 1.0)
+    if deviation:
+        distance = 1.0 - x[width - 1] ** 2
+        score = score + deviation * (distance - score)
+    return score
 
 
 @_jit

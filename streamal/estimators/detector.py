@@ -110,8 +110,10 @@ class ActivationDetector(ActivationEstimator, AnomalyDetector):
         """Queue ``x`` for learning; raises ``ValueError`` naming a bad feature."""
         self._ensure_state()
         if self._network is not None:
-            row = plain_values(x, self._schema.order)
-            if row is not None:  # the schema's features in its order: nothing to register
+            row = plain_values(x, self._schema.order, checked=False)
+            # the schema's features in its order (nothing to register), not too large
+            # (one compiled call; the general way below reports a value that is)
+            if row is not None and _kernels.finite_within(row, MAX_MAGNITUDE):
                 self._queue_row(row, None)
                 return
         clean = validate_features(x)
@@ -123,9 +125,7 @@ class ActivationDetector(ActivationEstimator, AnomalyDetector):
         self._ensure_state()
         row = self._frame_row(X)
         if row is not None:  # a one-row frame: the one-record way
-            from streamal.kernels import within_or_nan  # numba loads on first use
-
-            if within_or_nan(row, MAX_MAGNITUDE):  # else frame_values reports it
+            if _kernels.within_or_nan(row, MAX_MAGNITUDE):  # else frame_values reports it
                 self._queue_row(row, None)
                 return
         values = frame_values(X)
@@ -190,7 +190,7 @@ class ActivationDetector(ActivationEstimator, AnomalyDetector):
         state = self._network.kernel_state()
         if state is None:
             return math.nan
-        _, mean, _, scale = self._moments.current()
+        _, mean, _, scale = self._moments.owned()  # the moments' own arrays: float64 vectors
         return state.score_row(row, mean, scale, self.bias, self.deviation)
 
     def score_one(self, x: dict) -> float:
@@ -254,6 +254,22 @@ class ActivationDetector(ActivationEstimator, AnomalyDetector):
             if missing[column]:
                 out[name] = float(restored[column])
         return out
+
+
+class _Kernels:
+    """:mod:`streamal.kernels`' functions, each imported on its first use (numba loads
+    then, not with ``import streamal``) and kept: an import statement in a function
+    costs ≈ 1 µs on every call, more than the check it imports."""
+
+    def __getattr__(self, name: str) -> Any:
+        from streamal import kernels
+
+        value = getattr(kernels, name)
+        setattr(self, name, value)
+        return value
+
+
+_kernels = _Kernels()
 
 
 # ---- calibrated presets ------------------------------------------------------------
