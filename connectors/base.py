@@ -36,7 +36,7 @@ class DeliveryError(RuntimeError):
     """A sink could not make its records durable; raised by :meth:`Sink.flush`."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Record:
     """One record read from a source.
 
@@ -116,7 +116,7 @@ def encode_json(record: Mapping[str, Any]) -> bytes:
     ...
     ValueError: Out of range float values are not JSON compliant
     """
-    if not isinstance(record, Mapping):
+    if type(record) is not dict and not isinstance(record, Mapping):
         raise TypeError(f"a sink record must be a mapping, got {type(record).__name__}")
     try:
         encoded = orjson.dumps(record, option=_ORJSON_STRICT)

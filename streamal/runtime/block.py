@@ -37,14 +37,15 @@ class Block:
     ``columns`` are ``known`` (the model's feature columns, in its order)
     followed by the features new to the model, row by row, each row's new ones
     in sorted order (the order in which the model registers them); NaN where a
-    row lacks a column.
+    row lacks a column. ``names`` are the feature names of every row when all
+    rows have the same ones (the usual fixed record layout), else ``None``.
 
     Examples
     --------
     >>> rows = [(None, Decoded({"b": 1.0, "a": 2.0})), (None, Decoded({"c": 3.0, "a": 4.0}))]
     >>> block = Block(rows, ["a"])
-    >>> block.columns
-    ['a', 'b', 'c']
+    >>> block.columns, block.names
+    (['a', 'b', 'c'], None)
     >>> block.values
     array([[ 2.,  1., nan],
            [ 4., nan,  3.]])
@@ -55,7 +56,9 @@ class Block:
     def __init__(self, rows: Sequence[Row], known: Sequence[str]):
         index = {name: j for j, name in enumerate(known)}
         layout = tuple(rows[0][1].features) if rows else ()
+        self.names: frozenset[str] | None = None
         if all(tuple(d.features) == layout for _, d in rows):  # the usual fixed record layout
+            self.names = frozenset(layout)
             for name in sorted(n for n in layout if n not in index):
                 index[name] = len(index)
             raw = np.array([tuple(d.features.values()) for _, d in rows], dtype=np.float64)

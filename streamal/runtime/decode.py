@@ -58,7 +58,7 @@ class DecodeError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Decoded:
     """A decoded record: numeric features (missing ones left out) and its context."""
 

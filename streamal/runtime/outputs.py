@@ -159,13 +159,32 @@ def dead_letter(record: Any, stage: str, reason: str, key: str | None,
 
 
 class Emitter:
-    """Routes outputs to the sinks by name; an absent sink drops that kind of output."""
+    """Routes outputs to the sinks by name; an absent sink drops that kind of output.
+
+    :meth:`emit_many` holds its records back and hands them over in one
+    ``add_many`` call per sink: at :meth:`release` (the end of a micro-batch),
+    before a later :meth:`emit` to the same output, and at :meth:`flush`. Each
+    sink gets its records in the order they were emitted.
+
+    Examples
+    --------
+    >>> from streamal.connectors import MemorySink
+    >>> sink = MemorySink()
+    >>> emitter = Emitter({"scores": sink})
+    >>> emitter.emit_many("scores", [{"i": 0}, {"i": 1}], ["a", "b"])
+    >>> len(sink.pending)
+    0
+    >>> emitter.emit("scores", {"i": 2}, "c")
+    >>> [(r["i"], key) for r, key in sink.pending]
+    [(0, 'a'), (1, 'b'), (2, 'c')]
+    """
 
     def __init__(self, sinks: Mapping[str, Any]):
         unknown = set(sinks) - set(OUTPUTS)
         if unknown:
             raise ValueError(f"unknown sink name(s) {sorted(unknown)}; use {list(OUTPUTS)}")
         self.sinks = sinks
+        self._held: dict[str, tuple[list[Mapping[str, Any]], list[str | None]]] = {}
 
     def wants(self, output: str) -> bool:
         return output in self.sinks
@@ -173,15 +192,31 @@ class Emitter:
     def emit(self, output: str, record: Mapping[str, Any], key: str | None) -> None:
         sink = self.sinks.get(output)
         if sink is not None:
+            if output in self._held:
+                self._release(output)
             sink.add(record, key=key)
 
     def emit_many(self, output: str, records: Sequence[Mapping[str, Any]],
                   keys: Sequence[str | None]) -> None:
-        """:meth:`emit` each of ``records`` (``keys[i]`` with ``records[i]``): one call of the
-        sink's ``add_many`` (a sink without one gets ``add`` calls)."""
-        sink = self.sinks.get(output)
-        if sink is None or not records:
+        """:meth:`emit` each of ``records`` (``keys[i]`` with ``records[i]``), held back
+        until :meth:`release`."""
+        if output not in self.sinks or not records:
             return
+        if len(records) != len(keys):
+            raise ValueError(f"{len(records)} records with {len(keys)} keys")
+        held_records, held_keys = self._held.setdefault(output, ([], []))
+        held_records.extend(records)
+        held_keys.extend(keys)
+
+    def release(self) -> None:
+        """Hand every held record to its sink: one ``add_many`` call per sink (a sink
+        without one gets ``add`` calls)."""
+        for output in list(self._held):
+            self._release(output)
+
+    def _release(self, output: str) -> None:
+        records, keys = self._held.pop(output)
+        sink = self.sinks[output]
         add_many = getattr(sink, "add_many", None)
         if add_many is not None:
             add_many(records, keys)
@@ -191,5 +226,6 @@ class Emitter:
 
     def flush(self) -> None:
         """Flush every sink: on return, everything emitted so far is durable."""
+        self.release()
         for sink in self.sinks.values():
             sink.flush()

@@ -6,10 +6,12 @@ decoded in one call. Each lane cuts its rows into chunks that the model
 judges as it stood *before* them (one call per chunk), then walks the rows in
 order: feature-cap check, alert decision, output; then learns the kept rows
 (as ``learn_many``, equal to a loop of ``learn_one``, so batch sizes never
-change the model), then feeds the drift monitor. A chunk of anomaly scores in
-which no row can fail goes a column at a time instead: the alert decisions in
-one call, each sink's outputs in one call, the drift values in one call, with
-the decisions and state of the row-by-row walk. A streamal estimator is
+change the model). A chunk of anomaly scores in which no row can fail goes a
+column at a time instead: the alert decisions in one call, with the
+decisions and state of the row-by-row walk. The drift monitor, which does not
+depend on the model, is fed a lane's values of the poll in one call after its
+last chunk; the outputs of the poll reach each sink in one call at its end
+(see :class:`~streamal.runtime.outputs.Emitter`). A streamal estimator is
 driven on NumPy arrays (:mod:`streamal.runtime.block`), without pandas.
 Everything is deterministic, so a resumed run repeats the uninterrupted one
 exactly.
@@ -101,8 +103,11 @@ class Processor:
                     continue
                 self.new_lane(d.group)
             groups.setdefault(d.group, []).append((record, d))
-        for key, rows in groups.items():
-            self._run_lane(self.lanes[key], rows)
+        try:
+            for key, rows in groups.items():
+                self._run_lane(self.lanes[key], rows)
+        finally:
+            self.emitter.release()  # the outputs held back: one add_many per sink
 
     # ---- one lane -------------------------------------------------------------------------------
     def _run_lane(self, lane: Lane, rows: list[Row]) -> None:
@@ -119,10 +124,12 @@ class Processor:
         model = lane.model
         block = (Block(rows, block_module.schema_names(model))
                  if isinstance(model, ActivationEstimator) else None)
+        drift_values: list[float] = []  # fed after the last chunk: the monitor is
+        drift_rows: list[int] = []  # independent of the model
         start = 0
         while start < len(rows):
-            stop, grows = (start + 1, True) if block is None else self._chunk_end(model, rows,
-                                                                                   start)
+            stop, grows = ((start + 1, True) if block is None
+                           else self._chunk_end(model, block, rows, start))
             chunk = rows[start:stop]
             started = time.perf_counter()
             judged, sound = (([self._judge_one(model, d.features) for _, d in chunk], False)
@@ -131,21 +138,27 @@ class Processor:
             schema = self._schema(model) if grows else None
             if sound and schema is None and self.task == "anomaly":
                 keep = self._walk_scores(lane, chunk, judged)
-                drift: tuple[list[float], Sequence[int]] = (judged, range(len(chunk)))
+                drift_values.extend(judged)
+                drift_rows.extend(range(start, stop))
             else:
-                keep, drift = self._walk(lane, chunk, judged, schema)
+                keep, (values, indices) = self._walk(lane, chunk, judged, schema)
+                drift_values.extend(values)
+                drift_rows.extend(start + i for i in indices)
             if keep:
                 started = time.perf_counter()
                 self._learn(lane, [chunk[i] for i in keep],
                             *self._learnable(model, block, start, keep, grows))
                 self.observer.timed("learn", time.perf_counter() - started, len(keep))
-            self._drift(lane, chunk, *drift)
             start = stop
+        self._drift(lane, rows, drift_values, drift_rows)
 
-    def _chunk_end(self, model: Any, rows: list[Row], start: int) -> tuple[int, bool]:
+    def _chunk_end(self, model: Any, block: Block, rows: list[Row],
+                   start: int) -> tuple[int, bool]:
         """End of the chunk from ``start``, and whether its last row brings a feature."""
         end = min(len(rows), start + block_module.room(model))
         known = model._schema.index.keys()  # the model's feature names
+        if self.task == "anomaly" and block.names is not None and known >= block.names:
+            return end, False  # every row has the same features, all known to the model
         classes = set(model.classes) if self.task == "classification" else None
         for stop in range(start, end):
             d = rows[stop][1]

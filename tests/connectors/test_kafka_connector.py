@@ -6,6 +6,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
 from streamal.connectors import KafkaSink, KafkaSource, create_topic, next_positions
+from streamal.connectors.kafka import partition_of
 
 pytestmark = pytest.mark.kafka
 
@@ -62,6 +63,23 @@ def test_assign_mode_reads_everything_then_is_exhausted(kafka_bootstrap, filled)
     assert {r.id for r in records} == {f"{s}@{o}" for s, o in (r.position for r in records)}
     assert all(isinstance(r.key, str) and r.key.startswith("k") for r in records)
     assert all(before - 60 < r.event_time < time.time() + 60 for r in records)
+
+
+def test_sink_puts_keyed_records_where_kafka_pythons_partitioner_would(kafka_bootstrap, filled,
+                                                                        unique_name):
+    plain = unique_name + "-plain"  # the same keys through a plain kafka-python producer
+    create_topic(kafka_bootstrap, plain, partitions=4)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    for i in range(N):
+        producer.send(plain, value=b"{}", key=f"k{i}".encode())
+    producer.flush()
+    producer.close()
+    placed = {}
+    for topic in (filled, plain):
+        with KafkaSource(topic, kafka_bootstrap, partitions=PARTITIONS, stop_at_end=True) as source:
+            records = read_until(source, lambda _: source.exhausted)
+        placed[topic] = {r.key: partition_of(r.position[0]).partition for r in records}
+    assert len(placed[filled]) == N and placed[filled] == placed[plain]
 
 
 def test_group_mode_reads_everything_and_commits_offsets(kafka_bootstrap, filled, unique_name):

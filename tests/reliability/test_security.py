@@ -219,7 +219,11 @@ class FakeProducer:
     def __init__(self, **settings: Any):
         FakeProducer.made.append(settings)
 
-    def send(self, topic: str, value: bytes, key: bytes | None = None) -> FakeFuture:
+    def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+    def send(self, topic: str, value: bytes, key: bytes | None = None,
+             partition: int | None = None) -> FakeFuture:
         return FakeFuture()
 
     def flush(self) -> None:

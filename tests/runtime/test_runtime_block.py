@@ -27,6 +27,7 @@ def test_a_fixed_layout_puts_known_columns_first_and_new_ones_sorted():
     np.testing.assert_array_equal(block.values, [[2.0, 3.0, 1.0], [5.0, 6.0, 4.0]])
     assert block.leads_with(["b", "a"]) and not block.leads_with(["a"])
     np.testing.assert_array_equal(block.aligned(["z", "q"], 1, 2), [[4.0, np.nan]])
+    assert block.names == {"a", "b", "z"}  # every row has these features
 
 
 def test_mixed_layouts_leave_missing_values_nan():
@@ -34,6 +35,7 @@ def test_mixed_layouts_leave_missing_values_nan():
     assert block.columns == ["a", "b", "c"]
     np.testing.assert_array_equal(block.values, [[1.0, np.nan, np.nan], [np.nan, 3.0, 2.0],
                                                  [4.0, np.nan, 5.0]])
+    assert block.names is None
 
 
 def trained(model, n: int = 60, seed: int = 0):
