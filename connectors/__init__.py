@@ -5,7 +5,16 @@ sink buffers JSON records until :meth:`Sink.flush`. The learning library never
 imports this package; the runtime joins a source, a model and sinks.
 """
 
-from .base import DeliveryError, Position, Record, Sink, Source, encode_json, next_positions
+from .base import (
+    DeliveryError,
+    Position,
+    Record,
+    Sink,
+    Source,
+    SourceError,
+    encode_json,
+    next_positions,
+)
 from .files import FileSink, FileSource
 from .kafka import KafkaSink, KafkaSource, create_topic
 from .memory import MemorySink, MemorySource
@@ -22,6 +31,7 @@ __all__ = [
     "Record",
     "Sink",
     "Source",
+    "SourceError",
     "create_topic",
     "encode_json",
     "next_positions",

@@ -23,6 +23,7 @@ __all__ = [
     "Record",
     "Sink",
     "Source",
+    "SourceError",
     "encode_json",
     "next_positions",
 ]
@@ -34,6 +35,11 @@ file path and row index for files."""
 
 class DeliveryError(RuntimeError):
     """A sink could not make its records durable; raised by :meth:`Sink.flush`."""
+
+
+class SourceError(RuntimeError):
+    """A source cannot read as configured (the broker refuses a setting); the message
+    names the setting to change."""
 
 
 @dataclass(frozen=True, slots=True)

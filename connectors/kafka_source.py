@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import InvalidSessionTimeoutError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from .base import Record, Source
+from .base import Record, Source, SourceError
 
 __all__ = ["CONSUMER_DEFAULTS", "KafkaSource", "partition_of", "stream_of"]
 
@@ -188,10 +188,19 @@ class KafkaSource(Source):
         kafka-python's ``poll`` mostly returns nothing while it cannot reach the
         broker, but now and then raises a retriable error (a failed coordinator or
         metadata refresh); that is an empty poll too, after waiting ``timeout``.
+        A session timeout the broker refuses raises :class:`SourceError`.
         """
         consumer = self._connect()
         try:
             fetched = consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
+        except InvalidSessionTimeoutError as exc:
+            session = consumer.config["session_timeout_ms"]
+            raise SourceError(
+                f"the broker refused the consumer group session timeout of {session} ms "
+                "(outside its group.min/max.session.timeout.ms; Apache Kafka's minimum is "
+                "6000 by default): set source.session_timeout_ms (and heartbeat_interval_ms, "
+                "a third of it) within the broker's range"
+            ) from exc
         except KafkaError as exc:
             if not exc.retriable:
                 raise

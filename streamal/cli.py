@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from streamal.backtest import LabelError
     from streamal.checkpoint import CheckpointError
-    from streamal.connectors.base import DeliveryError
+    from streamal.connectors.base import DeliveryError, SourceError
     from streamal.pipelines import SpecError
 
     try:
@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `streamal ... | head`: the reader left, nothing went wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (CheckpointError, DeliveryError, OSError) as exc:  # a clear line, not a traceback
+    except (CheckpointError, DeliveryError, SourceError, OSError) as exc:  # one clear line
         logger.error("stopped by %s: %s", type(exc).__name__, exc)
         return EXIT_FAILED
 
