@@ -22,6 +22,7 @@ Usage (from the repository root)::
     python bench/semisupervised.py                    # the BENCHMARKS.md table
     python bench/semisupervised.py --quick            # smoke: 300 records, one mask
     python bench/semisupervised.py --params '{"replay": 0}' --only ours   # a variant
+    python bench/semisupervised.py --seeds 3 4 5       # other masks, as a check
     python bench/semisupervised.py --json bench/out/semisupervised.json
 """
 
@@ -159,13 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=("ours", "river"), help="run one side only")
     parser.add_argument("--data", nargs="+", default=["digits", "ImageSegments"])
     parser.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=list(SEEDS), help="label masks (and model seeds)"
+    )
     parser.add_argument("--quick", action="store_true", help="300 records, one mask")
     parser.add_argument("--json", help="also write the accuracies to this file")
     args = parser.parse_args(argv)
     params = json.loads(args.params)
     if "hidden" in params and params["hidden"] is not None:
         params["hidden"] = tuple(params["hidden"])
-    seeds = SEEDS[:1] if args.quick else SEEDS
+    seeds = args.seeds[:1] if args.quick else args.seeds
     limit = 300 if args.quick else None
     models = ([] if args.only == "river" else [OURS]) + ([] if args.only == "ours" else list(RIVER))
 

@@ -16,10 +16,15 @@ from river import base
 from streamal.encoding import validate_features
 from streamal.estimators.base import ActivationEstimator, frame_values
 from streamal.estimators.class_prior import ClassPrior
+from streamal.estimators.feature_range import RangeMoments
 from streamal.inference import candidate_activations
+from streamal.network import ActivationNetwork
 from streamal.rule import truncated_linear_gain
 
 MAX_LABEL_LENGTH = 256
+
+Pseudo = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""Self-training rows of a micro-batch: row indices, predicted classes, rates."""
 
 
 def validate_label(y: Any) -> Any:
@@ -76,9 +81,13 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
     * every micro-batch is learnt ``passes`` times, ``warmup_passes`` times
       while fewer than ``warmup`` records have been learnt (the weights start
       small and must grow before they discriminate);
-    * standardised feature values are clipped to ``±clip`` before each record
-      is scaled to unit length, so a rare extreme value (a pixel that is
-      almost always 0) does not swamp the others;
+    * **range scaling**: each feature is centred by its running mean and
+      divided by a quarter of its running range (``scaling="range"``), not by
+      its standard deviation, then clipped to ``±clip`` before the record is
+      scaled to unit length. Every feature then stays within about ±4, where
+      the z-score of a pixel that is almost always 0 reaches 7 and more on the
+      records where it is not, and had to be clipped hard
+      (:mod:`~streamal.estimators.feature_range`);
     * two layers of 512 units: slower to start than one layer, but the
       second layer's nonlinearity gave the best accuracy once warm;
     * **imprinting**: when a class is registered, its label-block rows of the
@@ -90,14 +99,21 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
       per class (:mod:`~streamal.estimators.class_prior`), so that a class
       learnt from more labels does not take more than its share of the
       predictions. Both frequencies change only when records are learnt;
+    * **self-training**: once ``warmup`` records and ``self_train_after``
+      labels per known class have been learnt, an unlabelled record is learnt
+      a second time with the class the model predicts for it, at the rate
+      ``self_train · (p₁ − p₂)``, the margin between its two most probable
+      classes (computed before the micro-batch's steps). With fewer labels its
+      own predictions are too often wrong to learn from;
     * **nearest labelled record** (opt-in, off by default): the probabilities
       are mixed, with weight ``nearest``, with a vote for the class of the
       rehearsal buffer's record closest to the query (cosine of the encoded
       features). This is an instance-based vote beside the paper's eq. 8, so it
       is off unless asked for; it helps most while the network is still young.
 
-    The rehearsal buffer and the prior are part of the state (``save``/``load``
-    and pickle restore them exactly) and, like everything else, are updated only when
+    The rehearsal buffer, the prior, the feature ranges and the count of labels
+    learnt are part of the state (``save``/``load`` and pickle restore them
+    exactly) and, like everything else, are updated only when
     a micro-batch is learnt, so ``learn_many`` stays identical to a loop of
     ``learn_one``.
 
@@ -141,8 +157,13 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
     warmup, warmup_passes
         While fewer than ``warmup`` records have been learnt, each
         micro-batch takes ``warmup_passes`` steps instead of ``passes``.
+    scaling
+        How each feature is scaled after centring by its running mean:
+        ``"range"``, by a quarter of its running range, or ``"std"``, by its
+        running standard deviation (the detector's z-scores; ``clip=1.5``
+        was best with them).
     clip
-        Standardised feature values are clipped to ``±clip``.
+        Scaled feature values are clipped to ``±clip``.
     imprint
         Norm of a new class's label-block rows, set from the first record of
         the class (0: left at their small random start).
@@ -154,6 +175,11 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
         probabilities (0, the default: the softmax of the activations alone,
         paper eq. 8). The vote needs the rehearsal
         buffer, so it is off when ``replay`` or ``replay_size`` is 0.
+    self_train
+        Rate factor of an unlabelled record learnt with its predicted class
+        (see above; 0 turns self-training off).
+    self_train_after
+        Labels per known class to learn before self-training starts.
 
     Examples
     --------
@@ -177,7 +203,7 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
         lr: float = 0.7,
         decay: float = 0.99,
         batch_size: int = 4,
-        bias: float = 0.5,
+        bias: float = 0.35,
         max_features: int = 1024,
         device: str = "cpu",
         seed: int | None = None,
@@ -193,10 +219,13 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
         passes: int = 2,
         warmup: int = 300,
         warmup_passes: int = 6,
-        clip: float = 1.5,
+        scaling: str = "range",
+        clip: float = 3.0,
         imprint: float = 0.8,
         prior: bool = True,
         nearest: float = 0.0,
+        self_train: float = 4.0,
+        self_train_after: int = 5,
     ):
         self.hidden = hidden
         self.activation = activation
@@ -219,10 +248,13 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
         self.passes = passes
         self.warmup = warmup
         self.warmup_passes = warmup_passes
+        self.scaling = scaling
         self.clip = clip
         self.imprint = imprint
         self.prior = prior
         self.nearest = nearest
+        self.self_train = self_train
+        self.self_train_after = self_train_after
 
     @property
     def _multiclass(self) -> bool:
@@ -254,6 +286,10 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
             raise ValueError("passes and warmup_passes must be at least 1")
         if self.replay < 0 or self.replay_size < 0:
             raise ValueError("replay and replay_size must not be negative")
+        if self.scaling not in ("range", "std"):
+            raise ValueError(f"scaling must be 'range' or 'std', got {self.scaling!r}")
+        if not self.self_train >= 0 or self.self_train_after < 0:
+            raise ValueError("self_train and self_train_after must not be negative")
         if not self.clip > 0:
             raise ValueError(f"clip must be positive, got {self.clip}")
         if not self.imprint >= 0:
@@ -264,7 +300,10 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
         self._classes: list[Any] = []
         self._replay_values: list[np.ndarray] = []  # raw, schema-aligned; NaN = missing
         self._replay_labels: list[Any] = []
+        self._n_labelled = 0
         super()._ensure_state()
+        if self.scaling == "range":
+            self._moments = RangeMoments()
         # the rehearsal draws get their own generator, seeded from the labels one
         seed = int(torch.randint(2**62, (), generator=self._rngs["labels"]))
         self._rngs["replay"] = torch.Generator().manual_seed(seed)
@@ -316,15 +355,20 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
         return block * (self.label_weight / math.sqrt(self.label_repeat))
 
     def _export_extra(self) -> dict[str, Any]:
-        return {"classes": list(self._classes), "replay_labels": list(self._replay_labels)}
+        return {"classes": list(self._classes), "replay_labels": list(self._replay_labels),
+                "n_labelled": self._n_labelled}
 
     def _import_extra(self, meta: Mapping[str, Any]) -> None:
         self._classes = list(meta["classes"])
         self._replay_labels = list(meta["replay_labels"])
+        self._n_labelled = int(meta.get("n_labelled", len(self._replay_labels)))
 
     def _export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays, meta = super()._export_state()
         arrays["replay.values"] = self._padded(self._replay_values, len(self._schema))
+        if isinstance(self._moments, RangeMoments):
+            arrays["moments.low"] = self._moments.low.copy()
+            arrays["moments.high"] = self._moments.high.copy()
         if self._prior is not None:
             arrays["prior.labelled"] = self._prior.labelled.copy()
             arrays["prior.predicted"] = self._prior.predicted.copy()
@@ -333,6 +377,10 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
     def _import_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
         super()._import_state(arrays, meta)
         self._replay_values = list(np.array(arrays["replay.values"], dtype=float))
+        if isinstance(self._moments, RangeMoments):  # a state saved without it: range unknown
+            width = len(self._moments.count)
+            self._moments.low = np.array(arrays.get("moments.low", np.full(width, np.nan)), float)
+            self._moments.high = np.array(arrays.get("moments.high", np.full(width, np.nan)), float)
         if self._prior is not None and "prior.labelled" in arrays:
             self._prior.labelled = np.array(arrays["prior.labelled"], dtype=float)
             self._prior.predicted = np.array(arrays["prior.predicted"], dtype=float)
@@ -349,10 +397,15 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
 
     # ---- encoding -----------------------------------------------------------
     def _encode(self, values: np.ndarray, *args: Any, **kwargs: Any) -> Any:
-        """As the detector's, with standardised values clipped to ``±clip`` first."""
-        limit = self.clip * self._moments.scale
-        mean = self._moments.mean
-        return super()._encode(np.clip(values, mean - limit, mean + limit), *args, **kwargs)
+        """As the detector's, with each feature scaled as ``scaling`` says and clipped to
+        ``±clip`` first (handed on as the values that standardise to those numbers)."""
+        moments = self._moments
+        if isinstance(moments, RangeMoments):
+            scaled = (values - moments.mean) / moments.range_scale()
+        else:
+            scaled = moments.standardise(values)
+        return super()._encode(moments.unstandardise(np.clip(scaled, -self.clip, self.clip)),
+                               *args, **kwargs)
 
     # ---- learning -----------------------------------------------------------
     def learn_one(self, x: dict, y: Any = None) -> None:  # type: ignore[override]
@@ -371,6 +424,7 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
 
     def _learn_values(self, values: np.ndarray, labels: Sequence[Any]) -> None:
         """One micro-batch: add rehearsed labelled records, take the steps, remember labels."""
+        self._n_labelled += sum(label is not None for label in labels)
         rows, row_labels = values, list(labels)
         kept = len(self._replay_labels)
         if self.replay and kept:
@@ -380,9 +434,10 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
             rows = np.concatenate([values, old])
             row_labels += [self._replay_labels[i] for i in picked]
         x, mask = self._encode(rows)
+        pseudo = self._pseudo_labels(x[: len(values)], labels)
         steps = self.warmup_passes if self._n_learnt < self.warmup else self.passes
         for _ in range(steps):
-            self._learn_batch(x, mask, row_labels)
+            self._learn_batch(x, mask, row_labels, pseudo)
         if self._prior is not None and self._classes:
             self._prior.count([self._classes.index(lab) for lab in labels if lab is not None])
             proba = torch.softmax(self._activations(x[: len(values)], prior=False).double()
@@ -397,8 +452,35 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
             if excess > 0:
                 del self._replay_values[:excess], self._replay_labels[:excess]
 
-    def _learn_batch(self, x: torch.Tensor, mask: torch.Tensor, labels: Sequence[Any]) -> None:
-        """One step of the rule on encoded records (labels: ``None`` when absent)."""
+    def _pseudo_labels(self, x: torch.Tensor, labels: Sequence[Any]) -> Pseudo | None:
+        """Self-training: ``(rows, classes, rates)`` for the unlabelled rows of encoded
+        records ``x``, each to be learnt with its predicted class at ``self_train`` times
+        the margin of its two most probable classes; ``None`` while self-training is off."""
+        if not (
+            self.self_train
+            and self._n_learnt >= self.warmup
+            and len(self._classes) > 1
+            and self._n_labelled >= self.self_train_after * len(self._classes)
+        ):
+            return None
+        rows = torch.tensor([r for r, lab in enumerate(labels) if lab is None], dtype=torch.long,
+                            device=x.device)
+        if not len(rows):
+            return None
+        proba = torch.softmax(self._activations(x[rows]).double() / self.temperature, dim=1)
+        top = proba.topk(2, dim=1)
+        margin = (top.values[:, 0] - top.values[:, 1]).to(x.dtype)
+        return rows, top.indices[:, 0], self.self_train * margin
+
+    def _learn_batch(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        labels: Sequence[Any],
+        pseudo: Pseudo | None = None,
+    ) -> None:
+        """One step of the rule on encoded records (labels: ``None`` when absent), with
+        the self-training rows ``pseudo`` (see :meth:`_pseudo_labels`) added."""
         assert self._network is not None
         device = x.device
         n_label = self._label_units()
@@ -419,26 +501,20 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
             inputs = torch.cat([inputs, torch.cat([x[rows], candidates[wrong]], dim=1)])
             masks = torch.cat([masks, masks[rows]])
             rates = torch.cat([rates, -self.unlearn * self.label_rate * gain])
+        if pseudo is not None:
+            rows, classes, pseudo_rates = pseudo
+            inputs = torch.cat([inputs, torch.cat([x[rows], candidates[classes]], dim=1)])
+            present = torch.cat([mask[rows], mask.new_ones(len(rows), n_label)], dim=1)
+            masks = torch.cat([masks, present])
+            rates = torch.cat([rates, pseudo_rates])
         rates = rates / rates.abs().mean().clamp(min=1.0)  # a step never exceeds lr's
         self._network.learn(inputs, rate=rates, mask=masks)
-        if self._network.delta_reducer is None and bool((rates < 0).any()):
-            self._cap_rows()  # not in a shared model: its workers must change alike
 
-    @torch.no_grad()
-    def _cap_rows(self) -> None:
-        """Scale every weight row longer than 1 back to length 1.
-
-        Unlearning runs the rule with a negative rate, which turns its decay term
-        ``W y yᵀ`` into growth, and the growth feeds itself (larger weights, larger
-        ``y``). The rule's own fixed point has ``W Wᵀ = I`` (unit rows), so rows
-        longer than 1 are never where learning leads, and capping them keeps the
-        weights, and every output, bounded however hard a record is unlearnt.
-        """
-        assert self._network is not None
-        for layer in self._network.stack:
-            weight = layer.weight
-            norms = torch.linalg.vector_norm(weight, dim=1, keepdim=True)
-            weight.div_(norms.clamp_min(1.0))
+    def _install_network(self, net: ActivationNetwork) -> None:
+        # Unlearning grows weights without bound (see ActivationNetwork.max_row_norm);
+        # the rule leads to unit rows, so a bound of 1 stops only that growth.
+        super()._install_network(net)
+        net.max_row_norm = 1.0 if self.feedback else None
 
     def _activations(self, x: torch.Tensor, prior: bool = True) -> torch.Tensor:
         """``(B, K)`` activations over input strength, each class in the label block,

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from cluster import free_port
 
-from streamal import ActivationDetector
+from streamal import ActivationClassifier, ActivationDetector
 from streamal.distributed import (
     Collective,
     DeltaSum,
@@ -91,6 +91,32 @@ def test_mean_scale_and_large_payloads_in_a_world_of_one(world_of_one: Collectiv
     shared.step(pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, np.nan]}))
     assert shared.model._n_learnt == 2 and shared.checks == 3
     assert shared.digest == state_digest(shared.model)
+
+
+def test_a_shared_feedback_classifier_equals_a_plain_one(world_of_one: Collective) -> None:
+    # feedback unlearns; the row bound must act on every worker's reduced step alike
+    def make():
+        return ActivationClassifier(hidden=(8, 4), batch_size=8, seed=0, feedback=True)
+
+    shared, plain = SharedLearner(make(), world_of_one, check_every=1), make()
+    shared.broadcast()
+    rng = np.random.default_rng(0)
+    for step in range(25):
+        X = pd.DataFrame({"a": rng.normal(0, 1, 8), "b": rng.normal(3, 2, 8)})
+        if step > 10:
+            X["c"] = rng.normal(1, 1, 8)
+        y = list(rng.choice(np.array(["u", "v", None], dtype=object), 8))
+        shared.step(X, y)
+        plain.learn_many(X, pd.Series(y, dtype=object))
+        if step == 5:  # rows far past the bound, as runaway unlearning leaves them
+            with torch.no_grad():
+                for model in (shared.model, plain):
+                    for layer in model._network.stack:
+                        layer.weight.mul_(3.0)
+    for mine, theirs in zip(shared.model._network.stack, plain._network.stack):
+        # the kernels (plain) and the reduced step (shared) round differently
+        torch.testing.assert_close(mine.weight, theirs.weight, atol=1e-5, rtol=0)
+        assert float(torch.linalg.vector_norm(mine.weight, dim=1).max()) <= 1.0 + 1e-5
 
 
 def test_scaleout_modes_are_checked() -> None:
