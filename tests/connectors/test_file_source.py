@@ -2,7 +2,6 @@
 
 import json
 import logging
-import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -203,21 +202,46 @@ def test_time_parsing():
     assert parse_time(None) is None
 
 
-def test_speed_replays_by_event_time_and_respects_the_poll_timeout(tmp_path):
+class VirtualClock:
+    """``time.monotonic`` and ``time.sleep`` for the file source: sleeping advances the
+    clock at once, so pacing is checked exactly and no test waits on the machine."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
+    import streamal.connectors.files as files
+
+    fake = VirtualClock()
+    monkeypatch.setattr(files, "time", fake)  # the module's own name: nothing else sees it
+    return fake
+
+
+def test_speed_replays_by_event_time_and_respects_the_poll_timeout(tmp_path, clock):
     path = tmp_path / "s.csv"
     path.write_text("ts,v\n" + "".join(f"{t},{t}\n" for t in (0, 1, 2, 3, 4)))
     source = FileSource(path, time_field="ts", speed=100.0)  # 4 s of events in 0.04 s
-    start = time.monotonic()
+    start = clock.now
     first = source.poll(max_records=10, timeout=0)
     assert [r.value["v"] for r in first] == [0]  # the next one is not due yet
+    assert clock.slept == []  # a zero timeout never waits
     records = first + drain(source, timeout=1.0)
-    elapsed = time.monotonic() - start
     assert [r.value["v"] for r in records] == [0, 1, 2, 3, 4]
-    assert 0.04 * 0.9 <= elapsed < 5.0
+    assert clock.now - start == pytest.approx(0.04)  # each record at its event time / 100
 
     slow = FileSource(path, time_field="ts", speed=0.01)  # 100 s between records
     assert len(slow.poll(10, 0)) == 1
-    start = time.monotonic()
+    start = clock.now
     assert slow.poll(10, timeout=0.05) == []
-    assert time.monotonic() - start < 2.0
+    assert clock.now - start == pytest.approx(0.05)  # waits out the timeout, not the record
     assert not slow.exhausted
