@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from streamal.connectors.kafka_source import CONSUMER_DEFAULTS
+
 if TYPE_CHECKING:
     from streamal.estimators.presets import Preset
 
@@ -116,10 +118,12 @@ KAFKA_SOURCE_KEYS = {
     "auto_offset_reset": Key("str", "earliest", "where a partition without a checkpoint starts",
                              choices=("earliest", "latest")),
     "stop_at_end": Key("bool", False, "stop once the end offsets seen at start are reached"),
-    "session_timeout_ms": Key("int", 3000, "consumer group session timeout; Apache Kafka refuses "
+    "session_timeout_ms": Key("int", CONSUMER_DEFAULTS["session_timeout_ms"],
+                              "consumer group session timeout; Apache Kafka refuses "
                               "values below its group.min.session.timeout.ms (6000 by default)",
                               check=_positive),
-    "heartbeat_interval_ms": Key("int", 500, "consumer heartbeat interval; below the session "
+    "heartbeat_interval_ms": Key("int", CONSUMER_DEFAULTS["heartbeat_interval_ms"],
+                                 "consumer heartbeat interval; below the session "
                                  "timeout (a third of it or less is usual)", check=_positive),
     **_SECURITY,
 }
