@@ -345,6 +345,12 @@ def _activation(value: Any) -> str | None:
     return None if value in ACTIVATIONS else f"must be one of {sorted(ACTIVATIONS)}"
 
 
+def _scaling(value: Any) -> str | None:
+    from streamal.estimators.classifier import SCALINGS
+
+    return None if value in SCALINGS else f"must be one of {list(SCALINGS)}"
+
+
 def _device(value: Any) -> str | None:
     ok = re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value)
     return None if ok else "must be 'auto', 'cpu', 'cuda' or 'cuda:N'"
@@ -358,6 +364,7 @@ def _sizes(value: Any) -> str | None:
 _PARAM_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "hidden": _sizes,
     "activation": _activation,
+    "scaling": _scaling,
     "device": _device,
     "lr": _positive,
     "batch_size": _at_least_one,

@@ -23,6 +23,9 @@ from streamal.rule import truncated_linear_gain
 
 MAX_LABEL_LENGTH = 256
 
+SCALINGS = ("range", "std")
+"""The ``scaling`` values: a quarter of the running range, or the running standard deviation."""
+
 Pseudo = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 """Self-training rows of a micro-batch: row indices, predicted classes, rates."""
 
@@ -291,8 +294,8 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
             raise ValueError("passes and warmup_passes must be at least 1")
         if self.replay < 0 or self.replay_size < 0:
             raise ValueError("replay and replay_size must not be negative")
-        if self.scaling not in ("range", "std"):
-            raise ValueError(f"scaling must be 'range' or 'std', got {self.scaling!r}")
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"scaling must be one of {SCALINGS}, got {self.scaling!r}")
         if not self.self_train >= 0 or self.self_train_after < 0:
             raise ValueError("self_train and self_train_after must not be negative")
         if not self.clip > 0:

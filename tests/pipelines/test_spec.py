@@ -107,6 +107,11 @@ def test_a_bad_value_is_reported_with_its_key(override: str, key: str, message: 
     assert message in found[key]
 
 
+def test_the_classifier_scaling_is_checked_with_the_spec() -> None:
+    with pytest.raises(SpecError, match=r"model.scaling: must be one of \['range', 'std'\]"):
+        load_spec("semisupervised_files", ["model.scaling='minmax'"])
+
+
 def test_missing_required_keys_are_named() -> None:
     assert problems("[outputs]\ndirectory = 'o'\n") == {"source": "required table is missing"}
     found = problems('[source]\ntype = "kafka"\n[outputs]\ndirectory = "o"\n')
