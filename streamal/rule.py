@@ -90,6 +90,42 @@ def weighted_residual(
     return residual
 
 
+def stable_rate_factor(
+    x: torch.Tensor, rate: torch.Tensor, lr: float, bound: float = 0.9
+) -> float:
+    """The factor (at most 1) by which ``rate`` must shrink for ``lr·λ ≤ bound``.
+
+    ``λ`` is the largest eigenvalue of the micro-batch's rate-weighted second
+    moment ``C = Σ_b |r_b| x_b x_bᵀ / B``. Written for a batch, the rule is
+    ``ΔW = η (C W − W Wᵀ C W)``; along ``C``'s leading direction a weight
+    column ``α v`` moves by ``ηλα(1 − α²)``, whose fixed point ``α = 1`` is
+    stable only while ``ηλ < 1`` (the step's slope there is ``1 − 2ηλ``). A
+    batch learnt again and again beyond that (one record repeated, several
+    passes over the same rows) makes the weights oscillate and can send them
+    to infinity; varied records have a far smaller ``λ`` than one record's
+    ``‖x‖²``, so the bound rarely acts on them. ``x`` is the masked input.
+    The cost is a ``B × B`` Gram matrix and its square: ``(Σλ⁴)^¼ ≥ λ`` is
+    checked first, and the eigenvalue is computed only when that check fails.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.ones(4, 2)                         # one record four times, ‖x‖² = 2
+    >>> round(stable_rate_factor(x, torch.ones(4), lr=1.0), 6)  # λ = 2: the step must shrink
+    0.45
+    >>> stable_rate_factor(torch.eye(4), torch.ones(4), lr=1.0)  # λ = 1/4
+    1.0
+    """
+    weighted = x * rate.abs().sqrt().unsqueeze(1)
+    gram = weighted @ weighted.T  # B × B: the same nonzero eigenvalues as C·B
+    limit = bound * x.shape[0] / lr
+    square = gram @ gram
+    if float(torch.linalg.vector_norm(square)) <= limit * limit:  # (Σλ⁴)^¼ ≥ λ·B
+        return 1.0
+    largest = float(torch.linalg.eigvalsh(gram.double())[-1])
+    return min(1.0, limit / largest)
+
+
 def truncated_linear_gain(gap: torch.Tensor, slope: float = 5.0) -> torch.Tensor:
     """The feedback gain ``γ(g) = min(max(1 − slope·g, 0), 1)`` (paper eq. 13–14).
 

@@ -96,6 +96,8 @@ class ActivationEstimator:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if not self.bias > 0:
             raise ValueError(f"bias must be positive, got {self.bias}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
         self._resolved_device = resolve_device(self.device)
         self._schema = FeatureSchema(self.max_features)
         self._moments = RunningMoments()

@@ -19,7 +19,7 @@ from streamal.estimators.class_prior import ClassPrior
 from streamal.estimators.feature_range import RangeMoments
 from streamal.inference import candidate_activations
 from streamal.network import ActivationNetwork
-from streamal.rule import truncated_linear_gain
+from streamal.rule import stable_rate_factor, truncated_linear_gain
 
 MAX_LABEL_LENGTH = 256
 
@@ -80,7 +80,12 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
     * the per-record rates of a micro-batch (``label_rate`` for labelled
       records, the feedback's signed rates) are scaled down when their mean
       magnitude exceeds 1, so that no micro-batch steps further than ``lr``
-      allows, however many labelled or repeated records it holds;
+      allows, however many labelled or repeated records it holds; and further
+      when ``lr`` times the largest eigenvalue of the batch's second moment
+      exceeds 0.9, beyond which the rule's fixed point is unstable
+      (:func:`~streamal.rule.stable_rate_factor`): a stream of one repeated
+      record then converges instead of oscillating, while varied records,
+      whose eigenvalue is far smaller, keep the full ``lr``;
     * every micro-batch is learnt ``passes`` times, ``warmup_passes`` times
       while fewer than ``warmup`` records have been learnt (the weights start
       small and must grow before they discriminate);
@@ -208,7 +213,7 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
         self,
         hidden: tuple[int, ...] | None = (512, 256),
         activation: str = "std_abs",
-        lr: float = 0.7,
+        lr: float = 1.0,
         decay: float = 0.99,
         batch_size: int = 4,
         bias: float = 0.35,
@@ -516,6 +521,7 @@ class ActivationClassifier(ActivationEstimator, base.MiniBatchClassifier):
             masks = torch.cat([masks, present])
             rates = torch.cat([rates, pseudo_rates])
         rates = rates / rates.abs().mean().clamp(min=1.0)  # a step never exceeds lr's
+        rates = rates * stable_rate_factor(inputs * masks, rates, self._network.lr)
         self._network.learn(inputs, rate=rates, mask=masks)
 
     def _install_network(self, net: ActivationNetwork) -> None:

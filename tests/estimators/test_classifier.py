@@ -10,9 +10,11 @@ import pytest
 import torch
 from river import datasets
 
+import streamal.estimators.classifier as classifier_module
 from streamal import ActivationClassifier
 from streamal.encoding import unit_rows
 from streamal.estimators.class_prior import ClassPrior
+from streamal.rule import stable_rate_factor
 
 
 def label_rows(model: ActivationClassifier) -> torch.Tensor:
@@ -120,6 +122,38 @@ def test_feedback_keeps_the_weights_bounded(kind, hidden):
     for layer in model._network.stack:
         assert torch.isfinite(layer.weight).all()
         assert float(torch.linalg.vector_norm(layer.weight, dim=1).max()) < 1.5
+
+
+# ---- a stable step ----------------------------------------------------------------------------
+@pytest.mark.parametrize("lr", [0.7, 1.0, 3.0])
+def test_one_record_repeated_converges_instead_of_oscillating(lr):
+    # lr times the batch's largest eigenvalue (2 for one labelled record) was above 1:
+    # the weights oscillated at 0.7 and went to infinity at 1.0 before the step was bounded
+    x = {f"f{i}": float(v) for i, v in enumerate(np.random.default_rng(0).normal(size=8))}
+    model = ActivationClassifier(seed=0, hidden=(32, 16), lr=lr)
+    for _ in range(400):
+        model.learn_one(x, "a")
+    before = [layer.weight.clone() for layer in model._network.stack]
+    for _ in range(40):
+        model.learn_one(x, "a")
+    for old, layer in zip(before, model._network.stack):
+        assert torch.isfinite(layer.weight).all()
+        assert torch.allclose(layer.weight, old, atol=1e-4)
+    assert model.predict_one(x) == "a"
+
+
+def test_varied_records_keep_the_full_learning_rate(monkeypatch):
+    factors = []
+
+    def spy(x, rate, lr, bound=0.9):
+        factors.append(stable_rate_factor(x, rate, lr, bound))
+        return factors[-1]
+
+    monkeypatch.setattr(classifier_module, "stable_rate_factor", spy)
+    model = ActivationClassifier(seed=0, hidden=(32, 16))
+    for i, (x, y) in enumerate(datasets.ImageSegments().take(300)):
+        model.learn_one(x, y if i % 10 == 0 else None)
+    assert len(factors) >= 75 and min(factors) == 1.0
 
 
 # ---- range scaling ---------------------------------------------------------------------------

@@ -260,3 +260,16 @@ def test_huge_values_are_rejected_before_they_spoil_the_statistics(value):
     with pytest.raises(ValueError, match="'temp' is too large"):
         huge = value if isinstance(value, float) else 1e300
         model.learn_many(pd.DataFrame({"temp": [1.0, huge]}))
+
+
+@pytest.mark.parametrize("cls", [ActivationDetector, ActivationClassifier])
+@pytest.mark.parametrize("params, message", [
+    ({"lr": 0.0}, "lr must be positive, got 0.0"),
+    ({"lr": -0.5}, "lr must be positive, got -0.5"),
+    ({"bias": 0.0}, "bias must be positive, got 0.0"),
+    ({"batch_size": 0}, "batch_size must be at least 1, got 0"),
+])
+def test_bad_settings_are_named_at_the_first_record(cls, params, message):
+    model = cls(**params)
+    with pytest.raises(ValueError, match=message):
+        model.learn_one({"a": 1.0})
