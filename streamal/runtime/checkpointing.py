@@ -48,7 +48,8 @@ from streamal.connectors.base import DeliveryError
 from streamal.runtime.outputs import Emitter, RunSummary
 from streamal.runtime.process import Processor
 
-__all__ = ["Checkpointer", "export_state", "fingerprint", "import_state", "spec_of"]
+__all__ = ["CheckpointSchedule", "Checkpointer", "export_state", "fingerprint", "import_state",
+           "spec_of"]
 
 STATE_KIND = "streamal.pipeline"
 STATE_VERSION = 1
@@ -169,7 +170,44 @@ def _import_state(processor: Processor, prototype: Any, spec: dict[str, Any],
     return {str(k): int(v) for k, v in meta["positions"].items()}
 
 
-class Checkpointer:
+class CheckpointSchedule:
+    """When a checkpoint is due: ``every_records`` records since the last one, or
+    ``every_seconds`` seconds with at least one record (``None`` disables either).
+
+    Examples
+    --------
+    >>> now = [0.0]
+    >>> schedule = CheckpointSchedule(100, 60.0, clock=lambda: now[0])
+    >>> schedule.due(0), schedule.due(99), schedule.due(100)
+    (False, False, True)
+    >>> now[0] = 60.0
+    >>> schedule.due(1)
+    True
+    >>> schedule.mark()
+    >>> schedule.due(1)
+    False
+    """
+
+    def __init__(self, every_records: int | None, every_seconds: float | None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.every_records = every_records
+        self.every_seconds = every_seconds
+        self.clock = clock
+        self.last = clock()
+
+    def due(self, records_since: int) -> bool:
+        if records_since <= 0:
+            return False
+        if self.every_records is not None and records_since >= self.every_records:
+            return True
+        return self.every_seconds is not None and self.clock() - self.last >= self.every_seconds
+
+    def mark(self) -> None:
+        """A checkpoint was just taken."""
+        self.last = self.clock()
+
+
+class Checkpointer(CheckpointSchedule):
     """Decides when a checkpoint is due, performs the commit in its fixed order, retries it.
 
     Parameters
@@ -200,13 +238,10 @@ class Checkpointer:
     def __init__(self, directory: Any, keep: int, every_records: int | None,
                  every_seconds: float | None, clock: Callable[[], float] = time.monotonic,
                  retry_backoff: float = 1.0, max_backoff: float = 30.0):
+        super().__init__(every_records, every_seconds, clock)
         self.store = None if directory is None else CheckpointStore(directory, keep=keep)
-        self.every_records = every_records
-        self.every_seconds = every_seconds
-        self.clock = clock
         self.retry_backoff = retry_backoff
         self.max_backoff = max_backoff
-        self.last = clock()
         self.last_path: str | None = None
         self.failures = 0
         self.blocked = False
@@ -215,13 +250,10 @@ class Checkpointer:
         self._failing_since: float | None = None
 
     def due(self, records_since: int) -> bool:
-        if records_since <= 0:
-            return False
-        if self.retry_at is not None:
+        """As the schedule's, except that a failed commit is due at its retry time."""
+        if records_since > 0 and self.retry_at is not None:
             return self.clock() >= self.retry_at
-        if self.every_records is not None and records_since >= self.every_records:
-            return True
-        return self.every_seconds is not None and self.clock() - self.last >= self.every_seconds
+        return super().due(records_since)
 
     def wait_hint(self) -> float:
         """Seconds until the next retry (0 when none is pending)."""
@@ -243,7 +275,7 @@ class Checkpointer:
             self.last_path = path
         self.stage = "source"
         source.commit(dict(positions))
-        self.last = self.clock()
+        self.mark()
         return path
 
     def try_commit(self, emitter: Emitter, source: Any, positions: Mapping[str, int],

@@ -141,7 +141,8 @@ class PartitionedWorker:
         self._parked: dict[str, _Task] = {}  # revoked and checkpointed, in case they come back
         self._held: dict[str, _Task] = {}  # every task held during this run, for the summary
         self._since = 0
-        self._last_checkpoint = time.monotonic()
+        self._schedule = checkpointing.CheckpointSchedule(self.checkpoint_every_records,
+                                                          self.checkpoint_every_seconds)
         self.source.set_rebalance_callbacks(self._assign, self._revoke)
 
     def _processor(self, summary: RunSummary) -> Processor:
@@ -213,15 +214,6 @@ class PartitionedWorker:
                 f"{t.stream} at {t.position}" for t in tasks))
 
     # ---- checkpoints ----------------------------------------------------------------------------
-    def _due(self) -> bool:
-        if self._since <= 0:
-            return False
-        every = self.checkpoint_every_records
-        if every is not None and self._since >= every:
-            return True
-        return self.checkpoint_every_seconds is not None and \
-            time.monotonic() - self._last_checkpoint >= self.checkpoint_every_seconds
-
     def _checkpoint(self, tasks: list[_Task], commit: bool = True) -> None:
         """Flush sinks → write each changed partition's state → commit their positions."""
         started = time.monotonic()
@@ -241,7 +233,7 @@ class PartitionedWorker:
     def _checkpoint_all(self) -> None:
         self._checkpoint(list(self._tasks.values()))
         self._since = 0
-        self._last_checkpoint = time.monotonic()
+        self._schedule.mark()
 
     def _save(self, t: _Task) -> None:
         assert t.position is not None
@@ -314,7 +306,7 @@ class PartitionedWorker:
                     if self.source.exhausted:
                         why = "exhausted"
                         break
-                    if self._due():
+                    if self._schedule.due(self._since):
                         self._checkpoint_all()
                 self._checkpoint_all()
                 self.source.close()

@@ -165,6 +165,8 @@ class SharedWorker:
         self.max_classes = max_classes
         self.observer = observer
         self._stop = threading.Event()
+        self._schedule = checkpointing.CheckpointSchedule(checkpoint_every_records,
+                                                          checkpoint_every_seconds)
 
     # ---- state ----------------------------------------------------------------------------------
     def _ensure(self) -> None:
@@ -305,15 +307,7 @@ class SharedWorker:
         owned = {s: p for s, p in self._positions.items() if s in self._owned}
         if owned:
             self.source.commit(owned)
-        self._last_checkpoint = time.monotonic()
-
-    def _due(self, since: int) -> bool:
-        if since <= 0:
-            return False
-        if self.checkpoint_every_records is not None and since >= self.checkpoint_every_records:
-            return True
-        return self.checkpoint_every_seconds is not None and \
-            time.monotonic() - self._last_checkpoint >= self.checkpoint_every_seconds
+        self._schedule.mark()
 
     # ---- the loop -------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -325,7 +319,7 @@ class SharedWorker:
         """Take part in sync steps until any worker stops or every worker's source ends."""
         started = time.monotonic()
         self._ensure()
-        self._last_checkpoint = time.monotonic()
+        self._schedule.mark()
         step_records = self.step_records or int(self._learner.model.batch_size)
         done, since, busy, why = 0, 0, True, None
         self._observer.started(self._summary, self._resumed_at)
@@ -351,7 +345,7 @@ class SharedWorker:
                     X, y = self._processor.take()
                     note = {"pos": reached, "stop": bool(stopping),
                             "end": self.source.exhausted and not self._buffer,
-                            "due": self._due(since)}
+                            "due": self._schedule.due(since)}
                     notes = self._sync(X, y, note)
                     for other in notes:
                         self._positions.update(other["pos"])
