@@ -6,17 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from harness import BrokerProcess
+from broker_process import BrokerProcess, start_or_fail
 
 
 @pytest.fixture
 def s3_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     """A started tansu broker on the s3 engine (a local moto server): kill it, restart it."""
     broker = BrokerProcess(tmp_path_factory.mktemp("s3-broker"), storage="s3")
-    try:
-        broker.start()
-    except RuntimeError as error:  # fail, never skip: see tests/conftest.py
-        pytest.fail(str(error), pytrace=False)
+    start_or_fail(broker)
     try:
         yield broker
     finally:

@@ -1,5 +1,6 @@
-"""Helpers of the reliability tests and benchmarks: brokers that survive kills, `streamal run`
-subprocesses, their metrics, and the checks of a faulty run against an uninterrupted one.
+"""Helpers of the reliability tests and benchmarks: brokers that survive kills
+(``BrokerProcess``, from ``tests/broker_process.py``), `streamal run` subprocesses, their
+metrics, and the checks of a faulty run against an uninterrupted one.
 
 Used by ``tests/reliability`` and by ``bench/crash_loop.py`` / ``bench/soak.py``.
 """
@@ -8,8 +9,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,9 +23,10 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[2]
-BROKER_TOOL = ROOT / "tools" / "kafka-broker"
 sys.path.insert(0, str(ROOT / "tests" / "pipelines"))  # sensor_stream
+sys.path.insert(0, str(ROOT / "tests"))  # broker_process
 
+from broker_process import BrokerProcess  # noqa: E402
 from sensor_stream import (  # noqa: E402
     FEATURES,
     bad_values,
@@ -60,53 +60,6 @@ __all__ = [
 
 KINDS = ("scores", "alerts", "drift", "dead_letter")
 SPEC = "sensor_anomaly_kafka"
-
-
-class BrokerProcess:
-    """A tansu broker from ``tools/kafka-broker`` that a test may kill and restart.
-
-    With ``storage="s3"`` its data lives in a moto S3 server that outlives the
-    broker, so a restart on the same port brings the same topics and records back.
-    """
-
-    def __init__(self, directory: Path, storage: str = "s3") -> None:
-        self.directory = Path(directory)
-        self.storage = storage
-        self.bootstrap: str | None = None
-
-    def _tool(self, *args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, str(BROKER_TOOL), *args, "--dir", str(self.directory)]
-        return subprocess.run(command, capture_output=True, text=True, timeout=120)
-
-    def start(self) -> str:
-        port = ["--port", str(self.port)] if self.bootstrap else []
-        result = self._tool("start", "--storage", self.storage, *port)
-        if result.returncode != 0:
-            raise RuntimeError(f"the Kafka broker did not start (exit {result.returncode}): "
-                               f"{result.stderr.strip()}")
-        self.bootstrap = result.stdout.strip()
-        return self.bootstrap
-
-    @property
-    def port(self) -> int:
-        assert self.bootstrap is not None, "broker not started"
-        return int(self.bootstrap.rsplit(":", 1)[1])
-
-    def kill(self) -> None:
-        """SIGKILL the broker (not its S3 server), as a crash would."""
-        pid = int((self.directory / "broker.pid").read_text())
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if not Path(f"/proc/{pid}/cmdline").read_bytes():
-                    break
-            except OSError:
-                break
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        self._tool("stop")
 
 
 def free_port() -> int:
